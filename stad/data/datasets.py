@@ -1,0 +1,633 @@
+"""Torch Datasets for the three detector families, and collate functions that pad the actors.
+
+* ``TubeletClipDataset``: K-frame clips with their actors' tubelets (ACT, MOC: RGB or stacked flow);
+* ``FrameDataset``: one frame plus an earlier frame, for online frame-level detectors;
+* ``KeyframeClipDataset``: AVA-style clips centred on a keyframe with multi-label actors.
+
+Naming: ``K`` frames of a tubelet clip, ``T`` frames of a keyframe clip, ``N`` actors, ``C`` classes,
+``B`` items of a batch. Boxes are ``x1, y1, x2, y2`` float pixels of the **network input** (after the
+transform); ``affine`` / ``scale`` map them back to the video's original pixels (see
+``stad.data.transforms.boxes_to_original``).
+
+Images are normalized as ``(pixel / 255 - mean) / std`` per channel with the ImageNet RGB statistics
+``IMAGENET_MEAN`` / ``IMAGENET_STD`` unless other values are given (the ones timm backbones are
+pretrained with); stacked flow inputs repeat the 3 values over their ``3 * flow_frames`` channels.
+
+Augmentation randomness: item ``i`` uses ``np.random.default_rng([seed, epoch, i])``; call
+``set_epoch(epoch)`` before each epoch (before the DataLoader iterator is created, so worker copies
+see it) to get fresh augmentations that are still reproducible, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from stad.data.frames import act_frame_path, ava_frame_path, read_rgb
+from stad.data.transforms import ClipSample, Transform, build_test_transform
+from stad.errors import StadError
+from stad.structures import KeyframeLabels, TubeAnnotations
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_clip(clip: np.ndarray, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """``(T, H, W, C)`` uint8 → ``(T, C, H, W)`` float32 ``(x / 255 - mean) / std``.
+
+    ``mean``/``std`` have ``C`` values, or 3 values repeated over stacked 3-channel images.
+    """
+    channels = clip.shape[-1]
+    mean_t = torch.as_tensor(_per_channel(mean, channels, "mean"), dtype=torch.float32).view(1, channels, 1, 1)
+    std_t = torch.as_tensor(_per_channel(std, channels, "std"), dtype=torch.float32).view(1, channels, 1, 1)
+    tensor = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).float().div_(255.0)  # [T, C, H, W]
+    return (tensor - mean_t) / std_t
+
+
+def _per_channel(values: Sequence[float], channels: int, name: str) -> list[float]:
+    values = [float(v) for v in values]
+    if len(values) == 3 and channels % 3 == 0:
+        return values * (channels // 3)
+    if len(values) != channels:
+        raise StadError(f"{name} has {len(values)} values, expected 3 or {channels} for {channels} channels")
+    return values
+
+
+def _check_input_size(input_size: Sequence[int]) -> tuple[int, int]:
+    size = tuple(int(s) for s in input_size)
+    if len(size) != 2 or min(size) < 1:
+        raise StadError(f"input_size must be (height, width) with positive ints, got {tuple(input_size)}")
+    return size  # type: ignore[return-value]
+
+
+def _positive(name: str, value: int) -> int:
+    if int(value) != value or value < 1:
+        raise StadError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class _AugmentedDataset(Dataset):
+    """Shared plumbing: seeded per-item generators, the transform and its output checks."""
+
+    def __init__(self, *, input_size: Sequence[int], transform: Transform | None, seed: int) -> None:
+        self.input_size = _check_input_size(input_size)
+        self.transform = build_test_transform(self.input_size) if transform is None else transform
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch`` (items use ``default_rng([seed, epoch, index])``)."""
+        self.epoch = int(epoch)
+
+    def _apply(self, sample: ClipSample, index: int) -> ClipSample:
+        out = self.transform(sample, np.random.default_rng([self.seed, self.epoch, index]))
+        if out.size != self.input_size:
+            raise StadError(
+                f"the transform returned {out.size[0]}x{out.size[1]} images, expected input_size "
+                f"{self.input_size[0]}x{self.input_size[1]}; end it with Resize(input_size)"
+            )
+        return out
+
+    @staticmethod
+    def _meta(out: ClipSample, orig_size: tuple[int, int]) -> dict[str, Any]:
+        ax, _, ay, _ = out.affine
+        return {
+            "orig_size": torch.tensor(orig_size, dtype=torch.int64),
+            "affine": torch.from_numpy(out.affine.astype(np.float64)),
+            "scale": torch.tensor([abs(ay), abs(ax)], dtype=torch.float64),
+            "num_dropped": int((~out.keep).sum()),
+        }
+
+
+def _read_checked(path: Path, expected: tuple[int, int] | None) -> np.ndarray:
+    image = read_rgb(path)
+    if expected is not None and image.shape[:2] != tuple(expected):
+        raise StadError(
+            f"{path}: image is {image.shape[0]}x{image.shape[1]} (HxW) but the annotations say "
+            f"{expected[0]}x{expected[1]}; boxes would be misplaced"
+        )
+    return image
+
+
+# ---------------------------------------------------------------------------------------------
+# Tubelet clips (ACT / MOC)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TubeletWindow:
+    """One item of ``TubeletClipDataset``: ``K`` frames of ``video`` from ``start`` (from 1)."""
+
+    video: str
+    start: int
+
+
+def _window_frames(start: int, K: int, nframes: int) -> np.ndarray:
+    """``(K,)`` frame numbers ``start .. start + K - 1`` clamped to the last frame."""
+    return np.minimum(np.arange(start, start + K), nframes)
+
+
+def _tube_frames(tube: np.ndarray) -> tuple[int, int]:
+    return int(tube[0, 0]), int(tube[-1, 0])
+
+
+def _validate_tubes(ann: TubeAnnotations, videos: Sequence[str]) -> None:
+    """Fail early on tubes that break the ``(L, 5)`` consecutive-frames convention."""
+    for video in videos:
+        if video not in ann.nframes or video not in ann.resolution:
+            raise StadError(f"video {video!r} of the split has no nframes/resolution in the annotations")
+        for label, tubes in ann.gttubes.get(video, {}).items():
+            if not 0 <= int(label) < len(ann.labels):
+                raise StadError(f"{video}: label {label} is outside 0..{len(ann.labels) - 1}")
+            for i, tube in enumerate(tubes):
+                tube = np.asarray(tube)
+                if tube.ndim != 2 or tube.shape[1] != 5 or len(tube) == 0:
+                    raise StadError(f"{video}: label {label} tube {i}: expected an (L, 5) array, got shape {tube.shape}")
+                first, last = _tube_frames(tube)
+                if not np.array_equal(tube[:, 0].astype(np.int64), np.arange(first, last + 1)):
+                    raise StadError(f"{video}: label {label} tube {i}: frames are not consecutive from {first}")
+                if ann.visibility is not None:
+                    vis = ann.visibility.get(video, {}).get(label, [])
+                    if i >= len(vis) or len(vis[i]) != len(tube):
+                        raise StadError(f"{video}: label {label} tube {i}: visibility missing or not of length {len(tube)}")
+
+
+def tubelet_windows(ann: TubeAnnotations, videos: Sequence[str], *, K: int, stride: int, subset: str) -> list[TubeletWindow]:
+    """The ``(video, start)`` windows of ``TubeletClipDataset``.
+
+    Candidate starts are ``1, 1 + stride, …``. ``subset="train"`` keeps ACT/MOC's training windows:
+    starts ``<= T - K + 1`` where every tube of the video is either entirely inside the ``K`` frames or
+    entirely outside them, and at least one tube is inside (so no actor is only partly annotated).
+    ``subset="test"`` keeps every candidate start ``<= max(1, T - K + 1)`` plus the last such start,
+    so every frame is covered (frames past the end are clamped to the last frame).
+    """
+    windows = []
+    for video in videos:
+        nframes = int(ann.nframes[video])
+        spans = [_tube_frames(np.asarray(t)) for tubes in ann.gttubes.get(video, {}).values() for t in tubes]
+        if subset == "train":
+            for start in range(1, nframes - K + 2, stride):
+                end = start + K - 1
+                inside = [first <= start and end <= last for first, last in spans]
+                outside = [last < start or end < first for first, last in spans]
+                if any(inside) and all(i or o for i, o in zip(inside, outside)):
+                    windows.append(TubeletWindow(video, start))
+        elif subset == "test":
+            last_start = max(1, nframes - K + 1)
+            starts = list(range(1, last_start + 1, stride))
+            if starts[-1] != last_start:
+                starts.append(last_start)
+            windows.extend(TubeletWindow(video, start) for start in starts)
+        else:
+            raise StadError(f"subset must be 'train' or 'test', got {subset!r}")
+    return windows
+
+
+class TubeletClipDataset(_AugmentedDataset):
+    """K-frame clips with the tubelets of the actors that span all K frames (ACT/MOC training and testing).
+
+    An actor is part of an item when its tube covers every frame of the window; see
+    ``tubelet_windows`` for which windows exist (in training windows no tube is partly inside).
+
+    Args:
+        ann: the ground truth (boxes in original pixels, frames from 1).
+        frames_root: folder with ``rgb-images/<video>/%05d.jpg`` (and ``brox-images`` for flow).
+        split: 1-based split of ``ann`` (default 1).
+        subset: ``"train"`` or ``"test"`` (default ``"train"``).
+        K: frames per clip (default 7).
+        stride: spacing of the window starts (default 1).
+        input_size: network input ``(H, W)`` (default (288, 288), MOC's).
+        transform: clip transform ending at ``input_size`` (default ``build_test_transform``).
+        stream: ``"rgb"`` or ``"flow"`` (default ``"rgb"``).
+        flow_frames: for flow, consecutive flow images stacked per input frame (default 5, MOC's).
+        mean, std: normalization (default ImageNet's; repeated over stacked flow channels).
+        seed: augmentation seed (default 0).
+
+    Each item is a dict:
+        ``clip`` ``(K, C, H, W)`` float32 (``C = 3``, or ``3 * flow_frames`` for flow);
+        ``boxes`` ``(N, K, 4)`` float32 input pixels; ``labels`` ``(N,)`` int64 0-based;
+        ``visibility`` ``(N, K)`` float32 (ones when the data set has none); ``video`` str;
+        ``start`` int; ``frames`` ``(K,)`` int64 frame numbers; ``orig_size`` ``(2,)`` int64 (H0, W0);
+        ``affine`` ``(4,)`` float64 ``[ax, bx, ay, by]`` (``x_input = ax * x_orig + bx``);
+        ``scale`` ``(2,)`` float64 ``(sy, sx)`` resize factors (the whole mapping at test time);
+        ``num_dropped`` int, actors the transform dropped.
+    """
+
+    def __init__(
+        self,
+        ann: TubeAnnotations,
+        frames_root: str | Path,
+        *,
+        # which windows
+        split: int = 1,
+        subset: str = "train",
+        K: int = 7,  # noqa: N803 - the paper's name
+        stride: int = 1,
+        # what each item looks like
+        input_size: Sequence[int] = (288, 288),
+        transform: Transform | None = None,
+        stream: str = "rgb",
+        flow_frames: int = 5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(input_size=input_size, transform=transform, seed=seed)
+        if stream not in ("rgb", "flow"):
+            raise StadError(f"stream must be 'rgb' or 'flow', got {stream!r}")
+        self.ann = ann
+        self.frames_root = Path(frames_root)
+        self.K = _positive("K", K)
+        self.stride = _positive("stride", stride)
+        self.stream = stream
+        self.flow_frames = _positive("flow_frames", flow_frames)
+        self.mean, self.std = tuple(mean), tuple(std)
+        videos = ann.split_videos(split, subset)
+        _validate_tubes(ann, videos)
+        self.windows = tubelet_windows(ann, videos, K=self.K, stride=self.stride, subset=subset)
+        if not self.windows:
+            raise StadError(
+                f"no {subset} windows of K={self.K} frames in split {split} of {ann.name or 'the annotations'} "
+                f"({len(videos)} videos)"
+            )
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def actors(self, video: str, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tubelets of the actors whose tube covers all ``frames`` ``(K,)``.
+
+        Returns:
+            boxes ``(N, K, 4)`` float64 original pixels, labels ``(N,)`` int64, visibility ``(N, K)`` float64.
+        """
+        boxes, labels, visibility = [], [], []
+        for label in sorted(self.ann.gttubes.get(video, {})):
+            for i, tube in enumerate(self.ann.gttubes[video][label]):
+                tube = np.asarray(tube, dtype=np.float64)
+                first, last = _tube_frames(tube)
+                if frames.min() < first or frames.max() > last:
+                    continue
+                rows = frames - first
+                boxes.append(tube[rows, 1:5])
+                labels.append(int(label))
+                if self.ann.visibility is None:
+                    visibility.append(np.ones(len(frames)))
+                else:
+                    visibility.append(np.asarray(self.ann.visibility[video][label][i], dtype=np.float64)[rows])
+        K = len(frames)
+        return (
+            np.asarray(boxes, dtype=np.float64).reshape(-1, K, 4),
+            np.asarray(labels, dtype=np.int64),
+            np.asarray(visibility, dtype=np.float64).reshape(-1, K),
+        )
+
+    def read_clip(self, video: str, frames: np.ndarray) -> np.ndarray:
+        """``(K, H0, W0, C)`` uint8 images of ``frames``; flow stacks ``flow_frames`` images per frame."""
+        nframes = int(self.ann.nframes[video])
+        expected = tuple(int(v) for v in self.ann.resolution[video])
+        cache: dict[int, np.ndarray] = {}
+
+        def image(frame: int) -> np.ndarray:
+            if frame not in cache:
+                cache[frame] = _read_checked(act_frame_path(self.frames_root, video, frame, self.stream), expected)
+            return cache[frame]
+
+        if self.stream == "rgb":
+            return np.stack([image(int(f)) for f in frames])
+        # MOC's flow input: images f .. f + flow_frames - 1 stacked on channels, clamped at the video end.
+        return np.stack(
+            [np.concatenate([image(min(int(f) + j, nframes)) for j in range(self.flow_frames)], axis=-1) for f in frames]
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        window = self.windows[index]
+        frames = _window_frames(window.start, self.K, int(self.ann.nframes[window.video]))
+        boxes, labels, visibility = self.actors(window.video, frames)
+        clip = self.read_clip(window.video, frames)
+        orig_size = (int(clip.shape[1]), int(clip.shape[2]))
+        out = self._apply(ClipSample.create(clip, boxes, visibility), index)
+        return {
+            "clip": normalize_clip(out.clip, mean=self.mean, std=self.std),
+            "boxes": torch.from_numpy(out.boxes.astype(np.float32)).reshape(-1, self.K, 4),
+            "labels": torch.from_numpy(labels[out.keep]),
+            "visibility": torch.from_numpy(out.visibility.astype(np.float32)).reshape(-1, self.K),
+            "video": window.video,
+            "start": window.start,
+            "frames": torch.from_numpy(frames.astype(np.int64)),
+            **self._meta(out, orig_size),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Single frames with a previous frame (online detectors)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrameItem:
+    """One item of ``FrameDataset``: ``frame`` (from 1) of ``video``."""
+
+    video: str
+    frame: int
+
+
+class FrameDataset(_AugmentedDataset):
+    """Single frames with an earlier frame ``t - gap`` (clamped at 1), for online detectors.
+
+    ``subset="train"`` yields the frames where at least one actor is annotated; ``subset="test"``
+    every frame of every video. The same transform (one random draw) is applied to both frames.
+
+    Args:
+        ann, frames_root: as ``TubeletClipDataset`` (RGB images).
+        split, subset: which videos (default split 1, ``"train"``).
+        input_size: network input ``(H, W)``.
+        gap: distance to the previous frame (default 1).
+        transform: clip transform ending at ``input_size`` (default ``build_test_transform``).
+        mean, std, seed: as ``TubeletClipDataset``.
+
+    Each item: ``image`` and ``previous`` ``(3, H, W)`` float32; ``boxes`` ``(N, 4)`` float32 input
+    pixels of ``image``; ``labels`` ``(N,)`` int64; ``visibility`` ``(N,)`` float32; ``video``;
+    ``frame``; ``previous_frame``; ``orig_size``, ``affine``, ``scale``, ``num_dropped`` as above.
+    """
+
+    def __init__(
+        self,
+        ann: TubeAnnotations,
+        frames_root: str | Path,
+        *,
+        split: int = 1,
+        subset: str = "train",
+        input_size: Sequence[int] = (288, 288),
+        gap: int = 1,
+        transform: Transform | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(input_size=input_size, transform=transform, seed=seed)
+        self.ann = ann
+        self.frames_root = Path(frames_root)
+        self.gap = _positive("gap", gap)
+        self.mean, self.std = tuple(mean), tuple(std)
+        if subset not in ("train", "test"):
+            raise StadError(f"subset must be 'train' or 'test', got {subset!r}")
+        videos = ann.split_videos(split, subset)
+        _validate_tubes(ann, videos)
+        self.items: list[FrameItem] = []
+        for video in videos:
+            if subset == "test":
+                frames = range(1, int(ann.nframes[video]) + 1)
+            else:
+                covered: set[int] = set()
+                for tubes in ann.gttubes.get(video, {}).values():
+                    for tube in tubes:
+                        first, last = _tube_frames(np.asarray(tube))
+                        covered.update(range(first, last + 1))
+                frames = sorted(covered)
+            self.items.extend(FrameItem(video, int(f)) for f in frames)
+        if not self.items:
+            raise StadError(f"no {subset} frames in split {split} of {ann.name or 'the annotations'} ({len(videos)} videos)")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def actors(self, video: str, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes ``(N, 4)`` float64 original pixels, labels ``(N,)`` int64 and visibility ``(N,)`` on ``frame``."""
+        boxes, labels, visibility = [], [], []
+        for label in sorted(self.ann.gttubes.get(video, {})):
+            for i, tube in enumerate(self.ann.gttubes[video][label]):
+                tube = np.asarray(tube, dtype=np.float64)
+                first, last = _tube_frames(tube)
+                if not first <= frame <= last:
+                    continue
+                boxes.append(tube[frame - first, 1:5])
+                labels.append(int(label))
+                vis = 1.0 if self.ann.visibility is None else float(self.ann.visibility[video][label][i][frame - first])
+                visibility.append(vis)
+        return (
+            np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+            np.asarray(labels, dtype=np.int64),
+            np.asarray(visibility, dtype=np.float64),
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        previous_frame = max(1, item.frame - self.gap)
+        expected = tuple(int(v) for v in self.ann.resolution[item.video])
+        current = _read_checked(act_frame_path(self.frames_root, item.video, item.frame), expected)
+        previous = current if previous_frame == item.frame else _read_checked(
+            act_frame_path(self.frames_root, item.video, previous_frame), expected
+        )
+        boxes, labels, visibility = self.actors(item.video, item.frame)
+        out = self._apply(ClipSample.create(np.stack([previous, current]), boxes, visibility), index)
+        clip = normalize_clip(out.clip, mean=self.mean, std=self.std)  # [2, 3, H, W]: previous, current
+        return {
+            "image": clip[1],
+            "previous": clip[0],
+            "boxes": torch.from_numpy(out.boxes.astype(np.float32)).reshape(-1, 4),
+            "labels": torch.from_numpy(labels[out.keep]),
+            "visibility": torch.from_numpy(out.visibility.astype(np.float32)).reshape(-1),
+            "video": item.video,
+            "frame": item.frame,
+            "previous_frame": previous_frame,
+            **self._meta(out, (int(current.shape[0]), int(current.shape[1]))),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# AVA keyframe clips
+# ---------------------------------------------------------------------------------------------
+
+
+def ava_center_frame(timestamp: int, *, fps: int = 30, timestamp_start: int = 0) -> int:
+    """Frame index (from 1) of keyframe ``timestamp`` seconds in the AVA frame layout.
+
+    ``(timestamp - timestamp_start) * fps + 1``: frame 1 is time ``timestamp_start``. Use 0 for frame
+    folders extracted from the start of the video, 900 for folders cut at AVA's 15-minute window
+    start (the mmaction2 layout).
+    """
+    return int(round((timestamp - timestamp_start) * fps)) + 1
+
+
+def ava_clip_frames(center: int, *, num_frames: int, frame_stride: int, nframes: int) -> np.ndarray:
+    """``(num_frames,)`` frame indices ``center + (i - num_frames // 2) * frame_stride``, clamped to ``1..nframes``."""
+    offsets = (np.arange(num_frames) - num_frames // 2) * frame_stride
+    return np.clip(center + offsets, 1, nframes).astype(np.int64)
+
+
+def count_ava_frames(frames_root: str | Path, video: str) -> int:
+    """Number of frames of ``video``: the highest index ``n`` of its ``img_%05d.jpg`` files.
+
+    A frame missing below ``n`` is reported (FileNotFoundError with its path) when a clip needs it.
+    """
+    folder = ava_frame_path(frames_root, video, 1).parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"frame folder not found: {folder}")
+    indices = [int(path.stem[4:]) for path in folder.glob("img_*.jpg") if path.stem[4:].isdigit()]
+    if not indices:
+        raise FileNotFoundError(f"no img_%05d.jpg frames in {folder}")
+    return max(indices)
+
+
+class KeyframeClipDataset(_AugmentedDataset):
+    """AVA-style clips of ``num_frames`` frames centred on each keyframe, with multi-label actors.
+
+    Frames ``ava_clip_frames(ava_center_frame(timestamp), …)`` are read from
+    ``<frames_root>/frames/<video>/img_%05d.jpg`` (clamped to the frames that exist). Actor boxes are
+    converted from normalized coordinates to pixels of the frames, then moved by the transform.
+
+    Args:
+        keyframes: the keyframes (``KeyframeLabels``, labels ``(N, num_classes)``).
+        frames_root: folder holding ``frames/``.
+        num_frames: frames per clip ``T`` (default 32).
+        frame_stride: frames between clip frames (default 2).
+        fps: frame rate of the frame folders (default 30).
+        input_size: network input ``(H, W)``.
+        num_classes: ``C``, the number of action classes.
+        transform: clip transform ending at ``input_size`` (default ``build_test_transform``).
+        timestamp_start: the time of frame 1 (default 0; see ``ava_center_frame``).
+        mean, std, seed: as ``TubeletClipDataset``.
+
+    Each item: ``clip`` ``(T, 3, H, W)`` float32; ``boxes`` ``(N, 4)`` float32 input pixels;
+    ``labels`` ``(N, C)`` float32 multi-hot; ``person_ids`` ``(N,)`` int64; ``video``; ``timestamp``;
+    ``center_frame``; ``frames`` ``(T,)`` int64; ``orig_size``, ``affine``, ``scale``, ``num_dropped``.
+    """
+
+    def __init__(
+        self,
+        keyframes: Sequence[KeyframeLabels],
+        frames_root: str | Path,
+        *,
+        # clip sampling
+        num_frames: int = 32,
+        frame_stride: int = 2,
+        fps: int = 30,
+        timestamp_start: int = 0,
+        # items
+        input_size: Sequence[int] = (256, 256),
+        num_classes: int,
+        transform: Transform | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(input_size=input_size, transform=transform, seed=seed)
+        self.keyframes = list(keyframes)
+        if not self.keyframes:
+            raise StadError("no keyframes given to KeyframeClipDataset")
+        self.frames_root = Path(frames_root)
+        self.num_frames = _positive("num_frames", num_frames)
+        self.frame_stride = _positive("frame_stride", frame_stride)
+        self.fps = _positive("fps", fps)
+        self.timestamp_start = int(timestamp_start)
+        self.num_classes = _positive("num_classes", num_classes)
+        self.mean, self.std = tuple(mean), tuple(std)
+        for keyframe in self.keyframes:
+            where = f"keyframe {keyframe.video},{keyframe.timestamp}"
+            n = len(keyframe.boxes)
+            if np.shape(keyframe.boxes) != (n, 4):
+                raise StadError(f"{where}: boxes must be (N, 4), got {np.shape(keyframe.boxes)}")
+            if np.shape(keyframe.labels) != (n, self.num_classes):
+                raise StadError(f"{where}: labels must be (N={n}, num_classes={self.num_classes}), got {np.shape(keyframe.labels)}")
+            if np.shape(keyframe.person_ids) != (n,):
+                raise StadError(f"{where}: person_ids must be (N={n},), got {np.shape(keyframe.person_ids)}")
+        self.nframes = {video: count_ava_frames(self.frames_root, video) for video in sorted({k.video for k in self.keyframes})}
+
+    def __len__(self) -> int:
+        return len(self.keyframes)
+
+    def clip_frames(self, keyframe: KeyframeLabels) -> tuple[int, np.ndarray]:
+        """The clamped centre frame and the ``(T,)`` frame indices of ``keyframe``'s clip."""
+        nframes = self.nframes[keyframe.video]
+        center = int(np.clip(ava_center_frame(keyframe.timestamp, fps=self.fps, timestamp_start=self.timestamp_start), 1, nframes))
+        frames = ava_clip_frames(center, num_frames=self.num_frames, frame_stride=self.frame_stride, nframes=nframes)
+        return center, frames
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        keyframe = self.keyframes[index]
+        center, frames = self.clip_frames(keyframe)
+        cache: dict[int, np.ndarray] = {}
+        for frame in frames.tolist():
+            if frame not in cache:
+                cache[frame] = _read_checked(ava_frame_path(self.frames_root, keyframe.video, frame), None)
+        shapes = {image.shape for image in cache.values()}
+        if len(shapes) != 1:
+            raise StadError(f"frames of {keyframe.video} around frame {center} have different sizes: {sorted(shapes)}")
+        clip = np.stack([cache[frame] for frame in frames.tolist()])  # [T, H0, W0, 3]
+        h0, w0 = int(clip.shape[1]), int(clip.shape[2])
+        boxes = np.asarray(keyframe.boxes, dtype=np.float64).reshape(-1, 4) * np.array([w0, h0, w0, h0])
+        out = self._apply(ClipSample.create(clip, boxes), index)
+        labels = np.asarray(keyframe.labels, dtype=np.float32).reshape(-1, self.num_classes)[out.keep]
+        return {
+            "clip": normalize_clip(out.clip, mean=self.mean, std=self.std),
+            "boxes": torch.from_numpy(out.boxes.astype(np.float32)).reshape(-1, 4),
+            "labels": torch.from_numpy(labels),
+            "person_ids": torch.from_numpy(np.asarray(keyframe.person_ids, dtype=np.int64)[out.keep]),
+            "video": keyframe.video,
+            "timestamp": int(keyframe.timestamp),
+            "center_frame": center,
+            "frames": torch.from_numpy(frames),
+            **self._meta(out, (h0, w0)),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Collate: stack fixed-size fields, pad the per-actor ones
+# ---------------------------------------------------------------------------------------------
+
+
+def _collate(items: Sequence[dict[str, Any]], padded: dict[str, float]) -> dict[str, Any]:
+    """Stack tensors, pad the ``padded`` per-actor fields to ``N_max`` with their value, list the rest.
+
+    Adds ``mask`` ``(B, N_max)`` bool: True for real actors.
+    """
+    if not items:
+        raise StadError("cannot collate an empty batch")
+    counts = [len(item["labels"]) for item in items]
+    n_max = max(counts)
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if key in padded:
+            shape = (len(items), n_max, *values[0].shape[1:])
+            out = torch.full(shape, padded[key], dtype=values[0].dtype)
+            for b, value in enumerate(values):
+                out[b, : len(value)] = value
+            batch[key] = out
+        elif isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(values[0], (int, np.integer)):
+            batch[key] = torch.tensor(values, dtype=torch.int64)
+        else:
+            batch[key] = values
+    batch["mask"] = torch.arange(n_max)[None, :] < torch.tensor(counts)[:, None]  # [B, N_max]
+    return batch
+
+
+def collate_tubelets(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch ``TubeletClipDataset`` items.
+
+    Returns ``clip`` ``(B, K, C, H, W)``, ``boxes`` ``(B, N_max, K, 4)`` (0 padded), ``labels``
+    ``(B, N_max)`` (-1 padded), ``visibility`` ``(B, N_max, K)`` (0 padded), ``mask`` ``(B, N_max)``
+    bool, ``start`` / ``num_dropped`` ``(B,)``, ``frames`` ``(B, K)``, ``orig_size`` ``(B, 2)``,
+    ``affine`` ``(B, 4)``, ``scale`` ``(B, 2)`` and ``video`` a list of B names.
+    """
+    return _collate(items, {"boxes": 0.0, "labels": -1, "visibility": 0.0})
+
+
+def collate_frames(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch ``FrameDataset`` items: ``image``/``previous`` ``(B, 3, H, W)``, ``boxes`` ``(B, N_max, 4)``,
+    ``labels`` ``(B, N_max)`` (-1 padded), ``visibility`` ``(B, N_max)``, ``mask`` ``(B, N_max)``, meta."""
+    return _collate(items, {"boxes": 0.0, "labels": -1, "visibility": 0.0})
+
+
+def collate_keyframes(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch ``KeyframeClipDataset`` items: ``clip`` ``(B, T, 3, H, W)``, ``boxes`` ``(B, N_max, 4)``,
+    ``labels`` ``(B, N_max, C)`` (0 padded), ``person_ids`` ``(B, N_max)`` (-1 padded), ``mask``, meta."""
+    return _collate(items, {"boxes": 0.0, "labels": 0.0, "person_ids": -1})
