@@ -20,6 +20,9 @@ from stad import __version__
 # Subcommand modules under stad.commands, in the order `stad --help` lists them.
 COMMANDS: list[str] = [
     "eval",
+    "convert",
+    "validate",
+    "extract_frames",
 ]
 
 
@@ -56,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("stad: interrupted\n")
         return 130
+    except BrokenPipeError:  # e.g. `stad validate ... | head`
+        sys.stderr.close()
+        return 141
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
         if args.debug:
             raise
