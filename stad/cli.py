@@ -20,6 +20,8 @@ from stad import __version__
 # Subcommand modules under stad.commands, in the order `stad --help` lists them.
 COMMANDS: list[str] = [
     "eval",
+    "synth",
+    "demo",
     "convert",
     "validate",
     "extract_frames",
