@@ -10,7 +10,7 @@ import argparse
 import importlib
 
 # Metric subcommand modules under stad.commands, in help order.
-EVAL_COMMANDS: list[str] = []
+EVAL_COMMANDS: list[str] = ["eval_ava"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
