@@ -10,7 +10,7 @@ import argparse
 import importlib
 
 # Metric subcommand modules under stad.commands, in help order.
-EVAL_COMMANDS: list[str] = ["eval_ava"]
+EVAL_COMMANDS: list[str] = ["eval_ava", "eval_frame_map", "eval_video_map"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
