@@ -1,0 +1,59 @@
+"""ResNet per-frame backbone for MOC ("Actions as Moving Points", Li et al., ECCV 2020).
+
+The network body is timm's ``resnet18`` (created with ``pretrained=False``; ImageNet weights load from a
+user file in torchvision/timm layout). It returns the stride-32 map C5; the CenterNet deconvolution
+neck (:class:`stad.models.backbones.neck.DeconvNeck`) brings it to stride 4.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from stad.models.backbones._weights import load_body_weights, read_state_dict_file
+
+
+class ResNetBackbone(nn.Module):
+    """A timm ResNet body returning its last stage.
+
+    Args:
+        body: a timm ``features_only`` ResNet with one output (the last stage).
+
+    Attributes:
+        channels: ``[C5]`` channels of the returned map (512 for ResNet-18).
+        strides: ``[32]``.
+    """
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.channels: list[int] = list(body.feature_info.channels())
+        self.strides: list[int] = list(body.feature_info.reduction())
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``x`` ``(N, in_chans, H, W)`` -> ``[(N, C5, H/32, W/32)]``."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_features(x)
+
+    def load_imagenet_weights(self, path: str | Path) -> None:
+        """Load a torchvision/timm ImageNet ResNet checkpoint file (the ``fc`` classifier is dropped)."""
+        load_body_weights(self.body, read_state_dict_file(path), ignore=("fc.",), first_conv="conv1.weight", source=str(path))
+
+
+def resnet18(*, in_chans: int = 3, weights: str | Path | None = None) -> ResNetBackbone:
+    """ResNet-18 body (timm, ``pretrained=False``), optionally loading ImageNet ``weights`` from a file.
+
+    Args:
+        in_chans: input channels (3 for RGB, ``3 * flow_frames`` for stacked flow).
+        weights: optional path of an ImageNet checkpoint (e.g. torchvision's ``resnet18-5c106cde.pth``).
+    """
+    body = timm.create_model("resnet18", pretrained=False, features_only=True, out_indices=(4,), in_chans=in_chans)
+    backbone = ResNetBackbone(body)
+    if weights is not None:
+        backbone.load_imagenet_weights(weights)
+    return backbone

@@ -1,0 +1,25 @@
+"""Detector builders by name: a plain dict, no registration magic (STYLE.md habit 6).
+
+``MODELS[cfg.name](cfg)`` builds the detector that a ``ModelConfig`` names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from stad.errors import StadError
+from stad.models.moc import build_moc
+
+MODELS: dict[str, Callable[[Any], nn.Module]] = {
+    "moc": build_moc,
+}
+
+
+def build_model(cfg: Any) -> nn.Module:
+    """Build the detector ``cfg.name`` from a ``ModelConfig``-like object."""
+    if cfg.name not in MODELS:
+        raise StadError(f"unknown model {cfg.name!r}; known models: {sorted(MODELS)}")
+    return MODELS[cfg.name](cfg)
