@@ -25,6 +25,7 @@ COMMANDS: list[str] = [
     "convert",
     "validate",
     "extract_frames",
+    "tubelets_to_frames",
 ]
 
 
