@@ -26,6 +26,10 @@ COMMANDS: list[str] = [
     "validate",
     "extract_frames",
     "tubelets_to_frames",
+    "train",
+    "test",
+    "detect",
+    "export",
 ]
 
 

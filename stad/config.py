@@ -104,6 +104,8 @@ class ModelConfig:
         backbone: backbone name (e.g. ``resnet18``, ``dla34``).
         num_classes: number of action classes, background excluded (STYLE.md anti-pattern 6).
         weights: optional path of initial weights (ImageNet/COCO/release checkpoint) or ``null``.
+        labels: class names in output order (filled from the data set by ``stad train``; stored in
+            checkpoints so that ``stad detect`` can name what it finds).
         options: model-specific values (head_conv, loss weights, deformable convs ...), read only
             by that model's ``build``.
     """
@@ -112,9 +114,12 @@ class ModelConfig:
     backbone: str = "resnet18"
     num_classes: int = 24
     weights: str | None = None
+    labels: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _require(not self.labels or len(self.labels) == self.num_classes, "model.labels", self.labels,
+                 f"must name model.num_classes={self.num_classes} classes")
         _require(self.num_classes >= 1, "model.num_classes", self.num_classes, "must be >= 1")
 
 

@@ -162,8 +162,8 @@ def tubelet_windows(ann: TubeAnnotations, videos: Sequence[str], *, K: int, stri
     """The ``(video, start)`` windows of ``TubeletClipDataset``.
 
     Candidate starts are ``1, 1 + stride, …``. ``subset="train"`` keeps ACT/MOC's training windows:
-    starts ``<= T - K + 1`` where every tube of the video is either entirely inside the ``K`` frames or
-    entirely outside them, and at least one tube is inside (so no actor is only partly annotated).
+    starts ``<= T - K + 1`` where every tube of the video either covers all ``K`` frames of the window or
+    none of them, and at least one tube covers it (so no actor is only partly annotated).
     ``subset="test"`` keeps every candidate start ``<= max(1, T - K + 1)`` plus the last such start,
     so every frame is covered (frames past the end are clamped to the last frame).
     """

@@ -149,10 +149,15 @@ def save_checkpoint(
         "rng": rng,
         "extra": dict(extra or {}),
     }
+    return _atomic_save(checkpoint, path)
+
+
+def _atomic_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` to a temporary file in ``path``'s folder, then ``os.replace``: never a half-written file."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(checkpoint, handle)
+            torch.save(obj, handle)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -309,3 +314,26 @@ def load_model_weights(
     # Every key in report.loaded exists in the model, so load_state_dict can only report our missing ones.
     assert not result.unexpected_keys, result.unexpected_keys
     return report
+
+
+def export_inference_checkpoint(src: str | Path, dst: str | Path, *, half: bool = True) -> Path:
+    """Write a slim copy of a stad checkpoint for inference: model weights (float16 when ``half``) and config,
+    without optimizer, scheduler and random states. Loads like any stad checkpoint (weights are cast back to
+    the model's dtype on loading).
+    """
+    checkpoint = load_checkpoint(src, map_location="cpu")
+    weights = {
+        key: value.half() if half and torch.is_floating_point(value) else value for key, value in checkpoint["model"].items()
+    }
+    slim = {
+        **{key: checkpoint[key] for key in ("format", "stad_version", "epoch", "step", "config")},
+        "model": weights,
+        "optimizer": None,
+        "scheduler": None,
+        "scaler": None,
+        "rng": None,
+        "extra": {k: v for k, v in checkpoint.get("extra", {}).items() if k in ("best_value", "best_epoch", "history")},
+    }
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    return _atomic_save(slim, dst)

@@ -79,7 +79,8 @@ def decode_moc(heat: torch.Tensor, movement: torch.Tensor, wh: torch.Tensor, *, 
     iy[:, :, K // 2] = ys.long()
     wh_loc = (iy * w + ix).repeat_interleave(2, dim=2)  # [B, n, 2K]
     size = wh.float().flatten(2).gather(2, wh_loc.permute(0, 2, 1))  # [B, 2K, n]: channel j read at wh_loc[..., j]
-    size = size.permute(0, 2, 1).reshape(B, n, K, 2)  # [B, n, K, 2] (w, h)
+    # A regressed size can be negative (untrained or poor models); a box never is: clamp at 0, so x2 >= x1.
+    size = size.permute(0, 2, 1).reshape(B, n, K, 2).clamp(min=0)  # [B, n, K, 2] (w, h)
     boxes = torch.stack(
         (cx - size[..., 0] / 2, cy - size[..., 1] / 2, cx + size[..., 0] / 2, cy + size[..., 1] / 2), dim=-1
     )  # [B, n, K, 4]

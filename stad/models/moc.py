@@ -219,6 +219,7 @@ _OPTIONS: dict[str, Any] = {
     "wh_weight": 0.1,
     "top_n": 100,
     "backbone_weights": None,
+    "width": 1.0,
 }
 BACKBONES = ("resnet18", "dla34")
 
@@ -229,7 +230,8 @@ def build_moc(cfg: Any) -> MOCDetector:
     ``cfg`` needs ``backbone`` (``resnet18`` or ``dla34``), ``num_classes`` and ``options`` (dict); keys of
     ``options`` (defaults): ``K`` (7), ``head_conv`` (256), ``wh_head_conv`` (64 for resnet18, 256 for dla34),
     ``deformable`` (True), ``in_chans`` (3; ``3 * flow_frames`` for flow), ``hm_weight`` (1), ``mov_weight`` (1),
-    ``wh_weight`` (0.1), ``top_n`` (100), ``backbone_weights`` (path of an ImageNet file, or None).
+    ``wh_weight`` (0.1), ``top_n`` (100), ``backbone_weights`` (path of an ImageNet file, or None),
+    ``width`` (1.0: channel multiplier of the ResNet-18 body and its neck; 0.25 for the bundled demo model).
     If ``cfg.weights`` is set, those weights are loaded with :func:`stad.models.checkpoints.load_moc_weights`.
     """
     options = dict(getattr(cfg, "options", None) or {})
@@ -242,10 +244,14 @@ def build_moc(cfg: Any) -> MOCDetector:
         raise StadError(f"MOC backbone must be one of {list(BACKBONES)}, got {name!r}")
     K, num_classes = int(opt["K"]), int(cfg.num_classes)  # noqa: N806
     if name == "resnet18":
-        backbone = resnet18(in_chans=int(opt["in_chans"]), weights=opt["backbone_weights"])
-        neck: nn.Module = DeconvNeck(backbone.channels[-1], deformable=bool(opt["deformable"]))
+        width = float(opt["width"])
+        backbone = resnet18(in_chans=int(opt["in_chans"]), weights=opt["backbone_weights"], width=width)
+        filters = tuple(max(8, int(round(c * width))) for c in (256, 128, 64))
+        neck: nn.Module = DeconvNeck(backbone.channels[-1], filters=filters, deformable=bool(opt["deformable"]))
         wh_head_conv = 64
     else:
+        if float(opt["width"]) != 1.0:
+            raise StadError("option 'width' applies to the resnet18 backbone only")
         backbone = dla34(in_chans=int(opt["in_chans"]), weights=opt["backbone_weights"])
         neck = DLAUpNeck(backbone.channels, backbone.strides, deformable=bool(opt["deformable"]))
         wh_head_conv = int(opt["head_conv"])

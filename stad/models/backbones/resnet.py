@@ -45,14 +45,24 @@ class ResNetBackbone(nn.Module):
         load_body_weights(self.body, read_state_dict_file(path), ignore=("fc.",), first_conv="conv1.weight", source=str(path))
 
 
-def resnet18(*, in_chans: int = 3, weights: str | Path | None = None) -> ResNetBackbone:
+def resnet18(*, in_chans: int = 3, weights: str | Path | None = None, width: float = 1.0) -> ResNetBackbone:
     """ResNet-18 body (timm, ``pretrained=False``), optionally loading ImageNet ``weights`` from a file.
 
     Args:
         in_chans: input channels (3 for RGB, ``3 * flow_frames`` for stacked flow).
         weights: optional path of an ImageNet checkpoint (e.g. torchvision's ``resnet18-5c106cde.pth``).
+        width: channel multiplier of every stage (1.0 = the standard ResNet-18; e.g. 0.25 gives a
+            ResNet-18 topology with 16/32/64/128 channels, small enough for CPU training and a bundled checkpoint).
     """
-    body = timm.create_model("resnet18", pretrained=False, features_only=True, out_indices=(4,), in_chans=in_chans)
+    if width <= 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    kwargs = {}
+    if width != 1.0:
+        if weights is not None:
+            raise ValueError("ImageNet weights exist only for width 1.0")
+        kwargs = {"channels": tuple(max(8, int(round(c * width))) for c in (64, 128, 256, 512)),
+                  "stem_width": max(8, int(round(64 * width)))}
+    body = timm.create_model("resnet18", pretrained=False, features_only=True, out_indices=(4,), in_chans=in_chans, **kwargs)
     backbone = ResNetBackbone(body)
     if weights is not None:
         backbone.load_imagenet_weights(weights)

@@ -1,0 +1,262 @@
+"""From a config to a trained / tested tubelet detector: the glue behind ``stad train`` and ``stad test``.
+
+``load_data(cfg.data)`` reads the ground truth and finds the frames (ACT pickle, custom JSON or the
+synthetic benchmark, rendered on first use); ``train_from_config`` builds the data loader, the model
+(``stad.models.registry``) and the periodic frame-/video-mAP evaluator and calls
+:func:`stad.engine.train.fit`; ``test_from_config`` runs a checkpoint over a split and writes the
+predictions and the evaluation report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from stad.config import Config, DataConfig, config_from_dict
+from stad.engine.infer import (
+    LinkConfig,
+    SplitPredictions,
+    TubeletInferenceConfig,
+    evaluate_predictions,
+    predict_videos,
+)
+from stad.errors import StadError
+from stad.structures import TubeAnnotations
+
+
+@dataclass
+class LoadedData:
+    """Ground truth plus where its frames are (ACT layout: ``frames_root/rgb-images/<video>/%05d.jpg``)."""
+
+    annotations: TubeAnnotations
+    frames_root: Path
+
+
+def load_data(data: DataConfig) -> LoadedData:
+    """Read the ground truth named by ``data`` (``kind`` act, custom or synthetic).
+
+    * ``act``: ``gt_file`` is an ACT pickle, frames under ``root`` (default: the pickle's folder);
+    * ``custom``: ``gt_file`` is stad's JSON format (docs/custom_format.md), frames in the ACT layout under
+      ``root`` (default: the JSON's folder);
+    * ``synthetic``: ``root`` holds a data set written by ``stad synth``; if it is missing it is rendered
+      first from ``data.options`` (``preset``, default ``small``; ``seed``, default 0).
+    """
+    if data.kind == "synthetic":
+        from stad.data.synthetic import SynthConfig, is_complete, load_annotations, render_dataset
+
+        if not data.root:
+            raise StadError("config key 'data.root' must name the synthetic data set's folder")
+        root = Path(data.root)
+        synth = SynthConfig.preset(str(data.options.get("preset", "small")), seed=int(data.options.get("seed", 0)))
+        if not is_complete(synth, root):
+            print(f"rendering the synthetic '{data.options.get('preset', 'small')}' preset into {root} ...", flush=True)
+            render_dataset(synth, root, progress=True)
+        return LoadedData(load_annotations(root), root)
+    if not data.gt_file:
+        raise StadError(f"config key 'data.gt_file' must name the ground-truth file for data.kind={data.kind!r}")
+    gt_file = Path(data.gt_file)
+    root = Path(data.root) if data.root else gt_file.parent
+    if data.kind == "act":
+        from stad.data.act import load_act
+
+        return LoadedData(load_act(gt_file), root)
+    if data.kind == "custom":
+        from stad.data.custom import load_custom
+
+        return LoadedData(load_custom(gt_file).annotations, root)
+    raise StadError(f"data.kind={data.kind!r} is not a tubelet data set (use act, custom or synthetic)")
+
+
+def inference_config(cfg: Config) -> TubeletInferenceConfig:
+    """Inference settings from ``cfg`` (input size from ``data``, batching and flip from ``eval.options``)."""
+    opts = cfg.eval.options
+    return TubeletInferenceConfig(
+        input_size=tuple(cfg.data.input_size),
+        window_batch=int(opts.get("window_batch", max(1, cfg.eval.batch_size))),
+        frame_chunk=int(opts.get("frame_chunk", 16)),
+        reuse_features=bool(opts.get("reuse_features", True)),
+        flip=bool(opts.get("flip", False)),
+    )
+
+
+def link_config(cfg: Config) -> LinkConfig:
+    """Tube-building settings from ``eval.options`` (PROTOCOLS.md §A defaults)."""
+    opts = cfg.eval.options
+    defaults = LinkConfig()
+    return LinkConfig(**{name: type(getattr(defaults, name))(opts.get(name, getattr(defaults, name))) for name in defaults.__dataclass_fields__})
+
+
+def eval_videos(cfg: Config, ann: TubeAnnotations) -> list[str]:
+    """The ``eval.subset`` videos of ``data.split``, the first ``eval.options.max_videos`` of them if set."""
+    videos = ann.split_videos(cfg.data.split, cfg.eval.subset)
+    limit = cfg.eval.options.get("max_videos")
+    return videos[: int(limit)] if limit else videos
+
+
+def make_evaluator(cfg: Config, data: LoadedData) -> Callable[[torch.nn.Module, Any, torch.device], dict[str, float]]:
+    """``evaluate(model, loader, device) -> metrics`` for :func:`stad.engine.train.fit` (the loader is unused:
+    whole test videos are run with feature reuse, linked into tubes and scored with frame-/video-mAP)."""
+    videos = eval_videos(cfg, data.annotations)
+    infer_cfg, link_cfg = inference_config(cfg), link_config(cfg)
+
+    def evaluate(model: torch.nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+        preds = predict_videos(model, data.annotations, data.frames_root, videos, device=device, cfg=infer_cfg, link=link_cfg)
+        metrics = evaluate_predictions(
+            data.annotations, preds, split=cfg.data.split, frame_iou=cfg.eval.frame_iou, video_ious=_video_thresholds(cfg)
+        )
+        return {k: v for k, v in metrics.items() if not k.startswith("_")}
+
+    return evaluate
+
+
+def _video_thresholds(cfg: Config) -> list[Any]:
+    return [*cfg.eval.video_ious, "0.5:0.95"]
+
+
+def build_train_loader(cfg: Config, data: LoadedData) -> DataLoader:
+    """Training loader of K-frame tubelet clips (augmented when ``data.augment``), DDP-aware."""
+    from stad.data.datasets import TubeletClipDataset, collate_tubelets
+    from stad.data.transforms import build_train_transform
+    from stad.engine.distributed import build_sampler, is_distributed
+
+    d = cfg.data
+    transform = build_train_transform(tuple(d.input_size)) if d.augment else None
+    dataset = TubeletClipDataset(
+        data.annotations,
+        data.frames_root,
+        split=d.split,
+        subset="train",
+        K=d.K,
+        stride=int(d.options.get("window_stride", 1)),
+        input_size=tuple(d.input_size),
+        transform=transform,
+        seed=cfg.train.seed,
+    )
+    sampler = build_sampler(dataset, shuffle=True, seed=cfg.train.seed, drop_last=True) if is_distributed() else None
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    return DataLoader(
+        dataset,
+        batch_size=d.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=d.num_workers,
+        collate_fn=collate_tubelets,
+        drop_last=len(dataset) >= d.batch_size,
+        generator=generator,
+        persistent_workers=d.num_workers > 0,
+    )
+
+
+def resolve_model_config(cfg: Config, ann: TubeAnnotations) -> Config:
+    """Fill ``model.num_classes``/``model.labels`` and MOC's ``K`` from the data, checking they agree."""
+    labels = list(ann.labels)
+    model = cfg.model
+    if model.labels and list(model.labels) != labels:
+        raise StadError(f"config 'model.labels' {model.labels} differ from the data set's labels {labels}")
+    options = dict(model.options)
+    if options.get("K", cfg.data.K) != cfg.data.K:
+        raise StadError(f"model.options.K={options['K']} differs from data.K={cfg.data.K}")
+    options["K"] = cfg.data.K
+    return replace(cfg, model=replace(model, num_classes=len(labels), labels=labels, options=options))
+
+
+def train_from_config(cfg: Config, *, device: str | None = None):
+    """Train the detector of ``cfg``; returns :class:`stad.engine.train.FitResult`."""
+    from stad.engine.distributed import cleanup, init_distributed
+    from stad.engine.train import fit, resolve_device, seed_everything
+    from stad.models.registry import build_model
+
+    dist = init_distributed()
+    try:
+        data = load_data(cfg.data)
+        cfg = resolve_model_config(cfg, data.annotations)
+        seed_everything(cfg.train.seed)
+        model = build_model(cfg.model)
+        loader = build_train_loader(cfg, data)
+        dev = resolve_device(device or cfg.train.device)
+        if dist.distributed and dev.type == "cuda":
+            dev = torch.device("cuda", dist.local_rank)
+        return fit(model, loader, cfg=cfg.train, device=dev, evaluate=make_evaluator(cfg, data), config=cfg)
+    finally:
+        cleanup()
+
+
+def load_detector(checkpoint: str | Path, *, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Config]:
+    """Build the detector stored in a stad checkpoint (its config) and load its weights, in eval mode."""
+    from stad.engine.checkpoint import load_checkpoint, load_model_weights
+    from stad.models.registry import build_model
+
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    if not ckpt.get("config"):
+        raise StadError(f"{checkpoint}: the checkpoint has no config; cannot rebuild the model")
+    cfg = config_from_dict(ckpt["config"])
+    model = build_model(replace(cfg.model, weights=None))
+    load_model_weights(model, ckpt["model"], strict=True)
+    return model.to(device).eval(), cfg
+
+
+def test_from_config(
+    cfg: Config, checkpoint: str | Path, out_dir: str | Path, *, device: str | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Run ``checkpoint`` on the ``eval.subset`` videos of ``data.split``; write predictions and the report.
+
+    Writes ``out_dir/detections.csv`` (frame detections), ``tubes.json``, ``tubelets.npz`` and
+    ``report.json`` / ``report.md`` (frame-mAP, video-mAP per threshold, per class). Returns the metrics.
+    """
+    from stad.engine.train import resolve_device
+
+    dev = resolve_device(device or cfg.train.device)
+    model, ckpt_cfg = load_detector(checkpoint, device=dev)
+    data = load_data(cfg.data)
+    labels = list(data.annotations.labels)
+    if ckpt_cfg.model.labels and list(ckpt_cfg.model.labels) != labels:
+        raise StadError(f"{checkpoint} was trained on labels {ckpt_cfg.model.labels}, the data set has {labels}")
+    videos = eval_videos(cfg, data.annotations)
+    preds = predict_videos(
+        model, data.annotations, data.frames_root, videos, device=dev, cfg=inference_config(cfg), link=link_config(cfg), progress=progress
+    )
+    metrics = evaluate_predictions(
+        data.annotations, preds, split=cfg.data.split, frame_iou=cfg.eval.frame_iou, video_ious=_video_thresholds(cfg)
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_predictions(preds, out)
+    report = {
+        "checkpoint": str(checkpoint),
+        "split": cfg.data.split,
+        "subset": cfg.eval.subset,
+        "videos": len(videos),
+        "frame_map": metrics["_frame"].to_json(),
+        "video_map": metrics["_video"].to_json(),
+        "metrics": {k: v for k, v in metrics.items() if not k.startswith("_")},
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(format_report(metrics))
+    return metrics
+
+
+def write_predictions(preds: SplitPredictions, out: Path) -> None:
+    """``detections.csv``, ``tubes.json`` and ``tubelets.npz`` of ``preds`` under ``out``."""
+    from stad.eval.predictions import write_frame_detections, write_tubes
+    from stad.tubes import save_tubelets
+
+    write_frame_detections(preds.frame_detections, out / "detections.csv")
+    write_tubes(preds.tubes, out / "tubes.json")
+    save_tubelets(out / "tubelets.npz", preds.tubelets)
+
+
+def format_report(metrics: dict[str, Any]) -> str:
+    """Markdown tables of frame-mAP and video-mAP per class (``stad.eval.report``)."""
+    from stad.eval.report import frame_map_table, video_map_table
+
+    fres, vres = metrics["_frame"], metrics["_video"]
+    return (
+        f"## frame-mAP@{fres.iou} ({fres.protocol} protocol)\n\n{frame_map_table(fres, markdown=True)}\n\n"
+        f"## video-mAP\n\n{video_map_table(vres, markdown=True)}\n"
+    )
