@@ -60,28 +60,3 @@ def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     out[..., 3] = boxes[..., 1] + boxes[..., 3]
     return out
 
-
-def tube_iou(a: np.ndarray, b: np.ndarray, *, plus_one: bool = True) -> float:
-    """Spatio-temporal IoU of two tubes, the ACT rule (``iou3dt`` of the ACT release).
-
-    Args:
-        a: ``(La, >=5)`` rows ``[frame, x1, y1, x2, y2, ...]`` on consecutive increasing frames.
-        b: ``(Lb, >=5)`` likewise (extra columns such as a frame score are ignored).
-        plus_one: box IoU convention (ACT: True).
-
-    Returns:
-        temporal IoU of the inclusive frame spans (``(min end - max start + 1) / (max end - min start + 1)``)
-        times the mean per-frame box IoU over the frames of the temporal intersection; 0.0 when the
-        spans do not overlap.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    tmin = max(a[0, 0], b[0, 0])
-    tmax = min(a[-1, 0], b[-1, 0])
-    if tmax < tmin:
-        return 0.0
-    inter = tmax - tmin + 1
-    union = max(a[-1, 0], b[-1, 0]) - min(a[0, 0], b[0, 0]) + 1
-    ra = a[int(tmin - a[0, 0]) : int(tmax - a[0, 0]) + 1, 1:5]
-    rb = b[int(tmin - b[0, 0]) : int(tmax - b[0, 0]) + 1, 1:5]
-    return float(np.mean(box_iou_paired(ra, rb, plus_one=plus_one)) * (inter / union))

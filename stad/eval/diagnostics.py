@@ -42,7 +42,7 @@ import numpy as np
 from stad.boxes import box_iou_paired
 from stad.errors import StadError
 from stad.eval.ap import act_ap_from_curve, act_curve
-from stad.eval.frame_map import _group_rounds, detections_on_split, gt_frame_table, match_act
+from stad.eval.frame_map import candidate_ious, group_candidates, match_act, prepare_inputs
 from stad.structures import FrameDetections, Tube, TubeAnnotations
 
 DEFAULT_BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.25), (0.25, 0.75), (0.75, 1.0))
@@ -74,25 +74,16 @@ class ErrorBreakdown:
         return {"per_class": {k: getattr(self, k) for k in self._fields()}, "mean": self.mean()}
 
 
-def _prepare(gt: TubeAnnotations, dets: FrameDetections, split: int):
-    videos = gt.split_videos(split, "test")
-    table = gt_frame_table(gt, videos)
-    det_video = detections_on_split(gt, dets, videos)
-    keys = det_video * table.stride + np.asarray(dets.frame, np.int64)
-    scores = np.asarray(dets.score).astype(np.float32)
-    boxes = np.asarray(dets.boxes).astype(np.float32).astype(np.float64)
-    return videos, table, det_video, keys, scores, boxes
-
-
 def frame_ap_errors(gt: TubeAnnotations, dets: FrameDetections, *, split: int = 1, iou: float = 0.5) -> ErrorBreakdown:
     """ACT frame-AP error breakdown (see the module docstring for the definitions).
 
     Returns:
         :class:`ErrorBreakdown`; its ``ap`` equals :func:`stad.eval.frame_map.frame_map` (``"act"``).
     """
-    videos, table, det_video, keys, scores, boxes = _prepare(gt, dets, split)
+    inputs = prepare_inputs(gt, dets, split=split, act_float32=True)
+    table, det_video, keys, scores, boxes = inputs.table, inputs.det_video, inputs.keys, inputs.scores, inputs.boxes
     gt_keys = table.key
-    labels_of_video = [set(int(c) for c in gt.gttubes.get(v, {})) for v in videos]
+    labels_of_video = [set(int(c) for c in gt.gttubes.get(v, {})) for v in inputs.videos]
     out: dict[str, dict[str, float]] = {k: {} for k in ErrorBreakdown._fields()}
     det_label = np.asarray(dets.label, np.int64)
     for c, name in enumerate(gt.labels):
@@ -107,12 +98,9 @@ def frame_ap_errors(gt: TubeAnnotations, dets: FrameDetections, *, split: int = 
         osel = np.flatnonzero(table.label != c)
         best_other = np.full(ranked.size, -1.0)
         if osel.size and ranked.size:
-            oorder = np.argsort(gt_keys[osel], kind="stable")
-            det_idx, _grp, cols, valid = _group_rounds(gt_keys[osel][oorder], keys[ranked])
-            if det_idx.size:
-                ious = box_iou_paired(boxes[ranked][det_idx][:, None, :], table.boxes[osel][oorder][cols], plus_one=True)
-                ious[~valid] = -1.0
-                best_other[det_idx] = ious.max(axis=1)
+            other = candidate_ious(keys[ranked], boxes[ranked], gt_keys[osel], table.boxes[osel], plus_one=True)
+            if other.cand.rows.size:
+                best_other[other.cand.rows] = other.ious.max(axis=1)
         has_other = best_other >= 0
         video_has_c = np.array([c in labels_of_video[v] for v in det_video[ranked]], bool)
         el = fp & has_own
@@ -139,11 +127,13 @@ def frame_mabo(gt: TubeAnnotations, dets: FrameDetections, *, split: int = 1) ->
         ``(mabo, per_class)``: the mean over classes with ground truth, and label -> ABO
         (NaN for a class without test ground truth).
     """
-    videos, table, _det_video, keys, _scores, boxes = _prepare(gt, dets, split)
+    inputs = prepare_inputs(gt, dets, split=split, act_float32=True)
+    table, keys, boxes = inputs.table, inputs.keys, inputs.boxes
     best = np.zeros(table.key.shape[0])
     if len(dets) and table.key.size:
         dorder = np.argsort(keys, kind="stable")
-        gt_idx, _grp, cols, valid = _group_rounds(keys[dorder], table.key)
+        cand = group_candidates(keys[dorder], table.key)
+        gt_idx, cols, valid = cand.rows, cand.cols, cand.valid
         sorted_boxes = boxes[dorder]
         chunk = max(1, 4_000_000 // max(cols.shape[1], 1))
         for lo in range(0, gt_idx.size, chunk):  # bounded memory for frames with many detections
@@ -195,7 +185,8 @@ def frame_ap_by_visibility(
     """
     if gt.visibility is None:
         raise StadError("frame-AP per visibility band needs ground-truth visibility (gt.visibility is None)")
-    videos, table, _det_video, keys, scores, boxes = _prepare(gt, dets, split)
+    inputs = prepare_inputs(gt, dets, split=split, act_float32=True)
+    table, keys, scores, boxes = inputs.table, inputs.keys, inputs.scores, inputs.boxes
     vis = table.visibility
     det_label = np.asarray(dets.label, np.int64)
     matches = []

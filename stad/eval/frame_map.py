@@ -163,29 +163,81 @@ def detections_on_split(gt: TubeAnnotations, dets: FrameDetections, videos: list
     return out
 
 
-def _group_rounds(keys_sorted_gt: np.ndarray, det_keys: np.ndarray):
-    """Locate each detection's (video, frame) group among the ground-truth keys.
+@dataclass
+class Candidates:
+    """Query rows (e.g. ranked detections) paired with the key-sorted items (e.g. ground truth) of their key.
+
+    Attributes:
+        rows: ``(D,)`` positions in the query of the rows whose key has items.
+        group: ``(D,)`` index of that key among the unique item keys.
+        cols: ``(D, G)`` indices into the key-sorted items of that key (padded with 0).
+        valid: ``(D, G)`` bool, False on padding.
+    """
+
+    rows: np.ndarray
+    group: np.ndarray
+    cols: np.ndarray
+    valid: np.ndarray
+
+
+def group_candidates(keys_sorted: np.ndarray, query_keys: np.ndarray) -> Candidates:
+    """Locate each query row's key (e.g. a (video, frame) key) among the sorted item keys.
 
     Args:
-        keys_sorted_gt: ``(M,)`` ground-truth keys sorted ascending (stable).
-        det_keys: ``(N,)`` detection keys in rank order.
+        keys_sorted: ``(M,)`` item keys sorted ascending (stable).
+        query_keys: ``(N,)`` keys of the query rows, in their (rank) order.
 
     Returns:
-        ``(det_idx, grp, cols, valid)``: ``det_idx`` ``(D,)`` ranks of the detections whose frame has
-        ground truth; ``grp`` ``(D,)`` their group (unique key) id; ``cols`` ``(D, G)`` indices into the
-        sorted ground truth of their frame (padded with 0); ``valid`` ``(D, G)`` bool, False on padding.
+        :class:`Candidates` of the query rows whose key occurs among the items.
     """
-    uk, start, count = np.unique(keys_sorted_gt, return_index=True, return_counts=True)
-    pos = np.searchsorted(uk, det_keys)
+    uk, start, count = np.unique(keys_sorted, return_index=True, return_counts=True)
+    pos = np.searchsorted(uk, query_keys)
     pos_c = np.minimum(pos, max(len(uk) - 1, 0))
-    has = (pos < len(uk)) & (uk[pos_c] == det_keys) if len(uk) else np.zeros(len(det_keys), bool)
-    det_idx = np.flatnonzero(has)
-    grp = pos[det_idx]
-    gmax = int(count[grp].max()) if det_idx.size else 0
+    has = (pos < len(uk)) & (uk[pos_c] == query_keys) if len(uk) else np.zeros(len(query_keys), bool)
+    rows = np.flatnonzero(has)
+    grp = pos[rows]
+    gmax = int(count[grp].max()) if rows.size else 0
     offs = np.arange(gmax)
     valid = offs[None, :] < count[grp][:, None]  # [D, G]
     cols = np.where(valid, start[grp][:, None] + offs[None, :], 0)  # [D, G]
-    return det_idx, grp, cols, valid
+    return Candidates(rows=rows, group=grp, cols=cols, valid=valid)
+
+
+@dataclass
+class CandidateIoUs:
+    """Box IoUs of ranked detections with the ground truth of their (video, frame) key.
+
+    Attributes:
+        gt_order: ``(M,)`` stable sort of the ground truth by key; ``cand.cols`` index ``gt_order``.
+        cand: :class:`Candidates` of the detections whose frame has ground truth.
+        ious: ``(D, G)`` float64 IoU of ``cand.rows[d]`` with its frame's ground truth, -1 on padding.
+    """
+
+    gt_order: np.ndarray
+    cand: Candidates
+    ious: np.ndarray
+
+
+def candidate_ious(
+    det_keys: np.ndarray, det_boxes: np.ndarray, gt_keys: np.ndarray, gt_boxes: np.ndarray, *, plus_one: bool
+) -> CandidateIoUs:
+    """IoU of each detection with every ground-truth box of its (video, frame) key.
+
+    Args:
+        det_keys: ``(N,)`` int keys of the detections, in rank order.
+        det_boxes: ``(N, 4)`` ``x1, y1, x2, y2``.
+        gt_keys: ``(M,)`` int keys of the ground truth.
+        gt_boxes: ``(M, 4)`` ``x1, y1, x2, y2``.
+        plus_one: IoU convention.
+
+    Returns:
+        :class:`CandidateIoUs`.
+    """
+    gorder = np.argsort(gt_keys, kind="stable")
+    cand = group_candidates(gt_keys[gorder], det_keys)
+    ious = box_iou_paired(det_boxes[cand.rows][:, None, :], gt_boxes[gorder][cand.cols], plus_one=plus_one)  # [D, G]
+    ious[~cand.valid] = -1.0
+    return CandidateIoUs(gt_order=gorder, cand=cand, ious=ious)
 
 
 def greedy_rounds(grp: np.ndarray, ious: np.ndarray, cols: np.ndarray, *, n_cols: int, iou: float) -> np.ndarray:
@@ -249,19 +301,13 @@ def match_act(
     Returns:
         ``(N,)`` int: index into the ground truth of the matched box, -1 for a false positive.
     """
-    n = det_keys.shape[0]
-    matched = np.full(n, -1, np.int64)
-    if n == 0 or gt_keys.shape[0] == 0:
+    matched = np.full(det_keys.shape[0], -1, np.int64)
+    c = candidate_ious(det_keys, det_boxes, gt_keys, gt_boxes, plus_one=plus_one)
+    if c.cand.rows.size == 0:  # no detection on a frame with ground truth (or nothing at all)
         return matched
-    gorder = np.argsort(gt_keys, kind="stable")
-    det_idx, grp, cols, valid = _group_rounds(gt_keys[gorder], det_keys)
-    if det_idx.size == 0:
-        return matched
-    ious = box_iou_paired(det_boxes[det_idx][:, None, :], gt_boxes[gorder][cols], plus_one=plus_one)  # [D, G]
-    ious[~valid] = -1.0
-    best = greedy_rounds(grp, ious, cols, n_cols=gt_keys.shape[0], iou=iou)
+    best = greedy_rounds(c.cand.group, c.ious, c.cand.cols, n_cols=gt_keys.shape[0], iou=iou)
     ok = best >= 0
-    matched[det_idx[ok]] = gorder[best[ok]]
+    matched[c.cand.rows[ok]] = c.gt_order[best[ok]]
     return matched
 
 
@@ -273,24 +319,65 @@ def match_voc(
 
     Args and Returns: as :func:`match_act`.
     """
-    n = det_keys.shape[0]
-    matched = np.full(n, -1, np.int64)
-    if n == 0 or gt_keys.shape[0] == 0:
+    matched = np.full(det_keys.shape[0], -1, np.int64)
+    c = candidate_ious(det_keys, det_boxes, gt_keys, gt_boxes, plus_one=plus_one)
+    if c.cand.rows.size == 0:  # no detection on a frame with ground truth (or nothing at all)
         return matched
-    gorder = np.argsort(gt_keys, kind="stable")
-    det_idx, _grp, cols, valid = _group_rounds(gt_keys[gorder], det_keys)
-    if det_idx.size == 0:
-        return matched
-    ious = box_iou_paired(det_boxes[det_idx][:, None, :], gt_boxes[gorder][cols], plus_one=plus_one)  # [D, G]
-    ious[~valid] = -1.0
-    best = np.argmax(ious, axis=1)
-    best_iou = ious[np.arange(det_idx.size), best]
-    cand = np.flatnonzero(best_iou >= iou)  # ascending rank
-    gidx = cols[cand, best[cand]]
+    best = np.argmax(c.ious, axis=1)
+    best_iou = c.ious[np.arange(c.cand.rows.size), best]
+    hit = np.flatnonzero(best_iou >= iou)  # ascending rank
+    gidx = c.cand.cols[hit, best[hit]]
     _, first = np.unique(gidx, return_index=True)  # the first (highest ranked) claimant wins
-    winners = cand[first]
-    matched[det_idx[winners]] = gorder[cols[winners, best[winners]]]
+    winners = hit[first]
+    matched[c.cand.rows[winners]] = c.gt_order[c.cand.cols[winners, best[winners]]]
     return matched
+
+
+@dataclass
+class EvalInputs:
+    """Ground truth and detections of one split, ready for frame-level matching (``N`` detections).
+
+    Attributes:
+        videos: the test videos of the split; ``det_video`` indexes this list.
+        table: their ground-truth boxes (:class:`GTFrameTable`).
+        det_video: ``(N,)`` int video index of each detection.
+        keys: ``(N,)`` int (video, frame) key of each detection, comparable with ``table.key``.
+        scores: ``(N,)`` scores (float32 under the ACT rules, else float64).
+        boxes: ``(N, 4)`` float64 ``x1, y1, x2, y2`` (rounded to float32 first under the ACT rules).
+    """
+
+    videos: list[str]
+    table: GTFrameTable
+    det_video: np.ndarray
+    keys: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+
+
+def prepare_inputs(gt: TubeAnnotations, dets: FrameDetections, *, split: int, act_float32: bool) -> EvalInputs:
+    """Check ``dets`` against the test videos of ``split`` and build :class:`EvalInputs`.
+
+    Args:
+        gt: ground truth.
+        dets: detections on test videos of the split.
+        split: 1-based split.
+        act_float32: round scores and boxes to float32 as the ACT reference does (its detections
+            live in a float32 array); otherwise keep float64.
+
+    Raises:
+        StadError: a detection outside the split or with invalid values.
+    """
+    videos = gt.split_videos(split, "test")
+    table = gt_frame_table(gt, videos)
+    det_video = detections_on_split(gt, dets, videos)
+    keys = det_video * table.stride + np.asarray(dets.frame, np.int64)
+    if act_float32:
+        scores = np.asarray(dets.score).astype(np.float32)
+        boxes = np.asarray(dets.boxes).astype(np.float32).astype(np.float64)
+    else:
+        scores = np.asarray(dets.score, np.float64)
+        boxes = np.asarray(dets.boxes, np.float64)
+    return EvalInputs(videos=videos, table=table, det_video=det_video, keys=keys, scores=scores, boxes=boxes)
 
 
 @dataclass
@@ -370,20 +457,10 @@ def frame_map(
     """
     if protocol not in PROTOCOLS:
         raise StadError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    videos = gt.split_videos(split, "test")
-    table = gt_frame_table(gt, videos)
-    det_video = detections_on_split(gt, dets, videos)
-    det_keys_all = det_video * table.stride + np.asarray(dets.frame, np.int64)
+    inputs = prepare_inputs(gt, dets, split=split, act_float32=protocol == "act")
+    table, det_keys_all, scores, boxes = inputs.table, inputs.keys, inputs.scores, inputs.boxes
     det_label = np.asarray(dets.label, np.int64)
     gt_keys_all = table.key
-
-    if protocol == "act":
-        # the reference's detections live in a float32 array
-        scores = np.asarray(dets.score).astype(np.float32)
-        boxes = np.asarray(dets.boxes).astype(np.float32).astype(np.float64)
-    else:
-        scores = np.asarray(dets.score, np.float64)
-        boxes = np.asarray(dets.boxes, np.float64)
     keep = np.ones(len(dets), bool)
     if protocol == "yowo":
         keep = np.isin(det_keys_all, np.unique(gt_keys_all))

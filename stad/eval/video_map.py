@@ -14,10 +14,10 @@ Rules, in order:
 5. ``"0.5:0.95"`` = mean of the mAP at ``0.5 + 0.05 * i``, i = 0..9 (thresholds computed that way, as
    the reference does, e.g. 0.8500000000000001).
 
-ST-IoU (:func:`stad.boxes.tube_iou`): temporal IoU of the inclusive frame spans times the mean "+1"
-box IoU over the temporal intersection. Computed here in float64; the reference computes the per-frame
-IoUs in the arrays' dtype (float32 for its tubes), which can only matter for an ST-IoU within ~1e-7 of
-a threshold.
+ST-IoU and tube NMS are those of :mod:`stad.tubes.nms` (``spatiotemporal_iou_pairs``,
+``batched_tube_nms``): temporal IoU of the inclusive frame spans times the mean "+1" box IoU over the
+temporal intersection. Computed in float64; the reference computes the per-frame IoUs in the arrays'
+dtype (float32 for its tubes), which can only matter for an ST-IoU within ~1e-7 of a threshold.
 
 Naming: ``P`` tube pairs, ``L`` frames of a tube.
 """
@@ -32,11 +32,11 @@ import numpy as np
 
 from stad.errors import StadError
 from stad.eval.ap import PRCurve, act_ap_from_curve, act_curve
-from stad.eval.frame_map import ClassCounts, greedy_rounds
+from stad.eval.frame_map import ClassCounts, greedy_rounds, group_candidates
 from stad.structures import Tube, TubeAnnotations
+from stad.tubes.nms import TubeTable, batched_tube_nms, spatiotemporal_iou_pairs
 
 DEFAULT_THRESHOLDS: tuple = (0.2, 0.5, 0.75, "0.5:0.95")
-_CHUNK_FRAMES = 2_000_000  # per-frame IoUs computed at once (memory bound, ~200 MB)
 
 
 class _LazyNames:
@@ -50,167 +50,6 @@ class _LazyNames:
         v = self.videos[iv]
         j = next(k for k, t in enumerate(self.tubes[v]) if t is tube)
         return f"tubes: [{v!r}][{j}]"
-
-
-@dataclass
-class _TubeTable:
-    """Tubes concatenated: tube ``i`` has frames ``start[i] .. end[i]`` in rows ``offset[i] ..`` of the columns.
-
-    The box columns are stored ready for the "+1" IoU: ``x1, y1``, ``x2p = x2 + 1``, ``y2p = y2 + 1`` and
-    ``area = (x2 - x1 + 1) * (y2 - y1 + 1)`` (float64, ``[sum L]`` each).
-    """
-
-    start: np.ndarray  # [n] int
-    end: np.ndarray  # [n] int
-    offset: np.ndarray  # [n] int
-    x1: np.ndarray
-    y1: np.ndarray
-    x2p: np.ndarray
-    y2p: np.ndarray
-    area: np.ndarray
-
-    @classmethod
-    def build(cls, arrays: Sequence[np.ndarray], names: Sequence[str] | None = None) -> "_TubeTable":
-        """Concatenate ``(L, >=5)`` tubes ``[frame, x1, y1, x2, y2, ...]``; frames must be consecutive.
-
-        Raises:
-            StadError: a tube with fewer than 5 columns, no rows, or non-consecutive frames
-                (named by ``names[i]`` when given).
-        """
-        where = (lambda i: names[i]) if names is not None else (lambda i: f"tube {i}")
-        for i, arr in enumerate(arrays):
-            if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] < 5:
-                raise StadError(f"{where(i)}.boxes must be (L, 6) rows [frame, x1, y1, x2, y2, score], got {arr.shape}")
-        if not arrays:
-            z = np.zeros(0, np.int64)
-            return cls(z, z, z, *(np.zeros(0) for _ in range(5)))
-        lens = np.array([a.shape[0] for a in arrays], np.int64)
-        offset = np.r_[0, np.cumsum(lens)[:-1]]
-        rows = np.concatenate([a[:, :5] for a in arrays]).astype(np.float64)  # [sum L, 5]
-        frames = rows[:, 0]
-        start = frames[offset].astype(np.int64)
-        end = frames[offset + lens - 1].astype(np.int64)
-        expected = np.repeat(start - offset, lens) + np.arange(frames.shape[0])  # consecutive frames
-        if (frames != expected).any():
-            i = int(np.searchsorted(offset, int(np.flatnonzero(frames != expected)[0]), side="right") - 1)
-            raise StadError(f"{where(i)}.boxes: frames must be consecutive and increasing")
-        x2p, y2p = rows[:, 3] + 1.0, rows[:, 4] + 1.0
-        x1, y1 = np.ascontiguousarray(rows[:, 1]), np.ascontiguousarray(rows[:, 2])
-        area = (rows[:, 3] - x1 + 1.0) * (rows[:, 4] - y1 + 1.0)  # the reference's operation order
-        return cls(start, end, offset, x1, y1, x2p, y2p, area)
-
-
-def st_iou_pairs(a: _TubeTable, ia: np.ndarray, b: _TubeTable, ib: np.ndarray) -> np.ndarray:
-    """ACT ST-IoU ("+1" boxes) of tube pairs ``(a[ia[p]], b[ib[p]])``, vectorized over pairs and frames; ``(P,)``."""
-    ia = np.asarray(ia, np.int64)
-    ib = np.asarray(ib, np.int64)
-    out = np.zeros(ia.shape[0])
-    if ia.size == 0:
-        return out
-    tmin = np.maximum(a.start[ia], b.start[ib])
-    tmax = np.minimum(a.end[ia], b.end[ib])
-    inter = tmax - tmin + 1  # [P]
-    union_t = np.maximum(a.end[ia], b.end[ib]) - np.minimum(a.start[ia], b.start[ib]) + 1
-    nz = np.flatnonzero(inter > 0)
-    if nz.size == 0:
-        return out
-    # per-frame IoU as the ACT reference writes it: min(x2a + 1, x2b + 1) - max(x1a, x1b), clipped at 0
-    ax1, ay1, ax2, ay2, aarea = a.x1, a.y1, a.x2p, a.y2p, a.area
-    bx1, by1, bx2, by2, barea = b.x1, b.y1, b.x2p, b.y2p, b.area
-    cum = np.cumsum(inter[nz])
-    bounds = np.searchsorted(cum, np.arange(0, cum[-1], _CHUNK_FRAMES), side="right")
-    bounds = np.unique(np.r_[0, bounds, nz.size])
-    for lo, hi in zip(bounds[:-1], bounds[1:]):  # chunks of pairs, to bound memory
-        sel = nz[lo:hi]
-        lens = inter[sel]
-        first = np.r_[0, np.cumsum(lens)[:-1]]
-        pair = np.repeat(np.arange(sel.size), lens)  # [F] pair of each frame
-        step = np.arange(int(lens.sum())) - first[pair]  # [F] frame offset inside the intersection
-        ra = (a.offset[ia[sel]] + tmin[sel] - a.start[ia[sel]])[pair] + step
-        rb = (b.offset[ib[sel]] + tmin[sel] - b.start[ib[sel]])[pair] + step
-        iw = np.minimum(ax2[ra], bx2[rb])
-        iw -= np.maximum(ax1[ra], bx1[rb])
-        np.maximum(iw, 0.0, out=iw)
-        ih = np.minimum(ay2[ra], by2[rb])
-        ih -= np.maximum(ay1[ra], by1[rb])
-        np.maximum(ih, 0.0, out=ih)
-        iw *= ih  # [F] intersection
-        union = aarea[ra] + barea[rb] - iw
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ious = np.where(union > 0, iw / union, 0.0)  # [F]
-        out[sel] = np.add.reduceat(ious, first) / lens * (lens / union_t[sel])
-    return out
-
-
-def _pairs_within_groups(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All index pairs ``(i, j)``, ``i < j``, of items sharing a group id; items sorted by group."""
-    order = np.argsort(group, kind="stable")
-    g = group[order]
-    first = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1] if g.size else np.zeros(0, np.int64)
-    sizes = np.diff(np.r_[first, g.size])
-    ii, jj = [], []
-    for n in np.unique(sizes):  # loop over distinct group sizes
-        if n < 2:
-            continue
-        ti, tj = np.triu_indices(int(n), 1)
-        starts = first[sizes == n]
-        ii.append((starts[:, None] + ti[None, :]).ravel())
-        jj.append((starts[:, None] + tj[None, :]).ravel())
-    if not ii:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return order[np.concatenate(ii)], order[np.concatenate(jj)]
-
-
-def _batched_tube_nms(table: _TubeTable, group: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
-    """The reference's ``nms3dt`` in every group at once; returns kept tube indices by (group, keep order).
-
-    Per group the visiting order is the reverse of ``np.argsort(scores_of_group)`` (the reference's
-    unstable argsort, so ties fall as there). A tube is kept unless a kept tube visited before it has
-    ST-IoU > ``threshold`` with it. Only pairs whose *temporal* IoU exceeds the threshold can conflict
-    (ST-IoU <= temporal IoU) and whose spatial hulls intersect, so only those get the per-frame
-    computation. The greedy pass runs in
-    rounds over the visiting rank (at most the largest group size), vectorized over groups.
-    """
-    n = group.shape[0]
-    order = np.argsort(group, kind="stable")
-    g_sorted = group[order]
-    starts = np.r_[0, np.flatnonzero(g_sorted[1:] != g_sorted[:-1]) + 1]
-    ends = np.r_[starts[1:], n]
-    rank = np.empty(n, np.int64)  # visiting rank of each tube inside its group (0 first)
-    for s, e in zip(starts.tolist(), ends.tolist()):  # loop over groups: the reference's per-group argsort
-        members = order[s:e]
-        visit = members[np.argsort(scores[members])[::-1]]
-        rank[visit] = np.arange(e - s)
-    pi, pj = _pairs_within_groups(group)
-    t_inter = np.minimum(table.end[pi], table.end[pj]) - np.maximum(table.start[pi], table.start[pj]) + 1
-    t_union = np.maximum(table.end[pi], table.end[pj]) - np.minimum(table.start[pi], table.start[pj]) + 1
-    maybe = np.flatnonzero((t_inter > 0) & (t_inter / t_union > threshold))
-    # pairs whose spatial hulls (over the whole tubes) are disjoint have ST-IoU 0: no conflict
-    hx1, hy1 = np.minimum.reduceat(table.x1, table.offset), np.minimum.reduceat(table.y1, table.offset)
-    hx2, hy2 = np.maximum.reduceat(table.x2p, table.offset), np.maximum.reduceat(table.y2p, table.offset)
-    a, b = pi[maybe], pj[maybe]
-    overlap = (np.minimum(hx2[a], hx2[b]) > np.maximum(hx1[a], hx1[b])) & (np.minimum(hy2[a], hy2[b]) > np.maximum(hy1[a], hy1[b]))
-    maybe = maybe[overlap]
-    conflict = maybe[st_iou_pairs(table, pi[maybe], table, pj[maybe]) > threshold]
-    # directed edges from the earlier-visited tube to the later one
-    a, b = pi[conflict], pj[conflict]
-    first_is_a = rank[a] < rank[b]
-    src = np.where(first_is_a, a, b)
-    dst = np.where(first_is_a, b, a)
-    suppressed = np.zeros(n, bool)
-    kept = np.zeros(n, bool)
-    by_rank = np.argsort(rank, kind="stable")
-    bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max()) + 2))
-    is_new = np.zeros(n, bool)
-    for r in range(len(bounds) - 1):  # rounds over the visiting rank, all groups at once
-        now = by_rank[bounds[r] : bounds[r + 1]]
-        now = now[~suppressed[now]]
-        kept[now] = True
-        is_new[now] = True
-        suppressed[dst[is_new[src]]] = True
-        is_new[now] = False
-    out = np.flatnonzero(kept)
-    return out[np.lexsort((rank[out], group[out]))]
 
 
 @dataclass
@@ -311,7 +150,9 @@ def video_map(
     det_label = np.array([int(t.label) for _, t in det_list], np.int64)
     det_score = np.array([t.score for _, t in det_list], np.float64).astype(np.float32)  # reference: float32
     det_names = _LazyNames(videos, det_list, tubes)
-    det_table = _TubeTable.build([np.asarray(t.boxes) for _, t in det_list], det_names)
+    det_table = TubeTable.build(
+        [t.boxes for _, t in det_list], name_of=lambda i: f"{det_names[i]}.boxes", allow_empty=False
+    )
     bad = (det_label < 0) | (det_label >= n_labels)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -327,7 +168,7 @@ def video_map(
     # 1. tube NMS per (video, class)
     kept = np.arange(len(det_list))
     if nms is not None and len(det_list):
-        kept = _batched_tube_nms(det_table, det_video * n_labels + det_label, det_score, nms)
+        kept = batched_tube_nms(det_table, det_video * n_labels + det_label, det_score, nms)
         kept = kept[np.argsort(det_video[kept], kind="stable")]  # videos in order, keep order inside
 
     # 2. ground-truth tubes of the split
@@ -338,7 +179,7 @@ def video_map(
                 gt_arrays.append(np.asarray(t, np.float64))
                 gt_video.append(iv)
                 gt_label.append(int(label))
-    gt_table = _TubeTable.build(gt_arrays, [f"ground truth tube {k}" for k in range(len(gt_arrays))])
+    gt_table = TubeTable.build(gt_arrays, name_of=lambda k: f"ground truth tube {k}", allow_empty=False)
     gt_video_a = np.array(gt_video, np.int64)
     gt_label_a = np.array(gt_label, np.int64)
 
@@ -356,25 +197,14 @@ def video_map(
         gsel = np.flatnonzero(gt_label_a == c)
         if gsel.size == 0 and ranked.size:
             without_gt.append(names[c])
-        gvid = gt_video_a[gsel]
-        gorder = np.argsort(gvid, kind="stable")
-        gv_sorted = gvid[gorder]
-        uv, gstart, gcount = np.unique(gv_sorted, return_index=True, return_counts=True)
-        pos = np.searchsorted(uv, det_video[ranked])
-        pos_c = np.minimum(pos, max(uv.size - 1, 0))
-        has = (pos < uv.size) & (uv[pos_c] == det_video[ranked]) if uv.size else np.zeros(ranked.size, bool)
-        rows = np.flatnonzero(has)
-        grp = pos[rows]
-        gmax = int(gcount[grp].max()) if rows.size else 0
-        offs = np.arange(gmax)
-        valid = offs[None, :] < gcount[grp][:, None]
-        cols = np.where(valid, gstart[grp][:, None] + offs[None, :], 0)  # [D, G] into gsel[gorder]
-        ious = np.full(cols.shape, -1.0)
-        if rows.size:
-            d_idx = np.broadcast_to(ranked[rows][:, None], cols.shape)[valid]
-            g_idx = gsel[gorder][cols[valid]]
-            ious[valid] = st_iou_pairs(det_table, d_idx, gt_table, g_idx)
-        per_label.append((ranked, rows, grp, cols, ious, gsel.size))
+        gorder = np.argsort(gt_video_a[gsel], kind="stable")
+        cand = group_candidates(gt_video_a[gsel][gorder], det_video[ranked])
+        ious = np.full(cand.cols.shape, -1.0)  # [D, G]
+        if cand.rows.size:
+            d_idx = np.broadcast_to(ranked[cand.rows][:, None], cand.cols.shape)[cand.valid]
+            g_idx = gsel[gorder][cand.cols[cand.valid]]
+            ious[cand.valid] = spatiotemporal_iou_pairs(det_table, d_idx, gt_table, g_idx)
+        per_label.append((ranked, cand.rows, cand.group, cand.cols, ious, gsel.size))
 
     for name, ths in specs:
         maps = []

@@ -7,6 +7,7 @@ import pytest
 
 from stad.errors import StadError
 from stad.structures import Tube
+from stad.tubes.nms import TubeTable, batched_tube_nms, spatiotemporal_iou_pairs
 from stad.tubes import (
     batched_frame_soft_nms,
     batched_tubelet_soft_nms,
@@ -204,6 +205,39 @@ def _tube(first, last, box, score_col=True):
     return np.c_[rows, np.ones(len(frames))] if score_col else rows
 
 
+def _ref_st_iou(a, b) -> float:
+    """Loop reference of the ACT ``iou3dt``: temporal IoU times the mean per-frame +1 IoU."""
+    lo, hi = max(a[0, 0], b[0, 0]), min(a[-1, 0], b[-1, 0])
+    if hi < lo:
+        return 0.0
+    frames = range(int(lo), int(hi) + 1)
+    ious = [_iou(a[int(f - a[0, 0]), 1:5], b[int(f - b[0, 0]), 1:5]) for f in frames]
+    return float(np.mean(ious)) * (hi - lo + 1) / (max(a[-1, 0], b[-1, 0]) - min(a[0, 0], b[0, 0]) + 1)
+
+
+def _ref_nms3dt(tubes, scores, threshold):
+    """Loop reference of the ACT ``nms3dt``: keep the last of ``np.argsort(scores)``, drop ST-IoU > threshold."""
+    order = np.argsort(scores)
+    keep = []
+    while order.size:
+        i = order[-1]
+        keep.append(int(i))
+        ious = np.array([_ref_st_iou(tubes[j], tubes[i]) for j in order[:-1]])
+        order = order[np.flatnonzero(ious <= threshold)]
+    return keep
+
+
+def _random_tubes(rng, n):
+    tubes = []
+    for _ in range(n):
+        first = int(rng.integers(1, 30))
+        length = int(rng.integers(1, 25))
+        frames = np.arange(first, first + length)
+        xy = rng.uniform(0, 20, 2) + np.cumsum(rng.normal(0, 2, (length, 2)), axis=0)
+        tubes.append(np.c_[frames, xy, xy + 30, rng.uniform(0, 1, length)])
+    return tubes
+
+
 def test_spatiotemporal_iou_hand_case():
     a = _tube(1, 10, [0, 0, 9, 9])
     b = _tube(6, 15, [0, 0, 19, 9], score_col=False)  # 5 overlapping frames of 15; per-frame IoU 0.5
@@ -232,6 +266,8 @@ def test_spatiotemporal_iou_matrix_equals_pairwise():
     assert m.shape == (7, 8)
     want = np.array([[spatiotemporal_iou(a, b) for b in tubes[4:]] for a in tubes[:7]])
     assert np.allclose(m, want, rtol=1e-12, atol=1e-15)
+    loop = np.array([[_ref_st_iou(a, b) for b in tubes[4:]] for a in tubes[:7]])
+    assert np.allclose(m, loop, rtol=1e-12, atol=1e-15)
     assert (m > 0).sum() > 5 and (m == 0).sum() > 0
     assert spatiotemporal_iou_matrix([], tubes).shape == (0, 12)
     assert spatiotemporal_iou_matrix(tubes[:2], []).shape == (2, 0)
@@ -250,6 +286,58 @@ def test_tube_nms():
     assert kept[0] is t[1]
     assert [k.score for k in tube_nms(t, threshold=0.95)] == [0.9, 0.7, 0.6, 0.5, 0.1]
     assert tube_nms([]) == []
+
+
+def test_tube_nms_ties_follow_the_reference_argsort():
+    # Two identical tubes with equal scores: the reference keeps the one its argsort puts last.
+    t = [Tube(label=0, score=0.5, boxes=_tube(1, 20, [0, 0, 9, 9])) for _ in range(2)]
+    want = int(np.argsort(np.array([0.5, 0.5]))[-1])
+    kept = tube_nms(t)
+    assert len(kept) == 1 and kept[0] is t[want]
+    # float32 scores are sorted as float32 (the dtype NumPy gives the list of scores)
+    t32 = [Tube(label=0, score=np.float32(0.5), boxes=_tube(1, 20, [0, 0, 9, 9])) for _ in range(2)]
+    assert tube_nms(t32)[0] is t32[int(np.argsort(np.array([0.5, 0.5], np.float32))[-1])]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("seed", range(3))
+def test_batched_tube_nms_equals_loop_nms3dt_per_group(seed, dtype):
+    rng = np.random.default_rng(seed)
+    tubes = _random_tubes(rng, 70)
+    scores = (rng.integers(0, 4, len(tubes)) / 4).astype(dtype)  # many ties
+    groups = rng.integers(0, 3, len(tubes)) * 7  # sparse group ids, one group larger than 16
+    keep = batched_tube_nms(TubeTable.build(tubes), groups, scores, 0.3)
+    want = []
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        want += [int(members[k]) for k in _ref_nms3dt([tubes[i] for i in members], scores[members], 0.3)]
+    assert keep.tolist() == want
+    assert 0 < len(want) < len(tubes)
+    # tube_nms: the same kept tubes, ordered by descending score
+    objs = [Tube(label=int(g), score=float(s), boxes=b) for g, s, b in zip(groups, scores, tubes)]
+    kept = tube_nms(objs, 0.3)
+    position = {id(o): i for i, o in enumerate(objs)}
+    assert sorted(position[id(k)] for k in kept) == sorted(want)
+    assert all(a.score >= b.score for a, b in zip(kept, kept[1:]))
+
+
+def test_tube_table_checks_and_empty_tubes():
+    good = _tube(1, 5, [0, 0, 9, 9])
+    with pytest.raises(StadError, match=r"tubes_b\[1\]: frames must be consecutive and increasing"):
+        spatiotemporal_iou_matrix([good], [good, np.array([[1, 0, 0, 9, 9], [3, 0, 0, 9, 9]])])
+    with pytest.raises(StadError, match="tube 0 has no rows"):
+        TubeTable.build([np.zeros((0, 5))], allow_empty=False)
+    with pytest.raises(StadError, match=r"x\[1\] must have shape \[L, >=5\]"):
+        TubeTable.build([good, np.zeros((3, 4))], name_of=lambda i: f"x[{i}]")
+    # an empty tube overlaps nothing, and a tube after it is still checked and named correctly
+    m = spatiotemporal_iou_matrix([good, np.zeros((0, 5)), good], [good])
+    assert m.tolist() == [[1.0], [0.0], [1.0]]
+    with pytest.raises(StadError, match=r"tubes_a\[2\]: frames"):
+        spatiotemporal_iou_matrix([good, np.zeros((0, 5)), good[::-1]], [good])
+    assert spatiotemporal_iou_pairs(TubeTable.build([good]), [], TubeTable.build([good]), []).shape == (0,)
+    with pytest.raises(StadError, match="scores must be numbers"):
+        tube_nms([Tube(label=0, score="high", boxes=good)])
+    assert batched_tube_nms(TubeTable.build([]), np.zeros(0, np.int64), np.zeros(0), 0.3).shape == (0,)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 2.0])
