@@ -119,14 +119,23 @@ def _video_thresholds(cfg: Config) -> list[Any]:
     return [*cfg.eval.video_ious, "0.5:0.95"]
 
 
+# data.options keys passed to stad.data.transforms.build_train_transform
+AUGMENT_OPTIONS = ("photometric", "expand", "max_expand_ratio", "crop", "min_area_fraction", "flip")
+
+
 def build_train_loader(cfg: Config, data: LoadedData) -> DataLoader:
-    """Training loader of K-frame tubelet clips (augmented when ``data.augment``), DDP-aware."""
+    """Training loader of K-frame tubelet clips, DDP-aware.
+
+    With ``data.augment`` the clips get ACT/MOC's augmentation; ``data.options`` may set the keys of
+    ``AUGMENT_OPTIONS`` (e.g. ``max_expand_ratio: 2``); ``data.options.window_stride`` subsamples start frames.
+    """
     from stad.data.datasets import TubeletClipDataset, collate_tubelets
     from stad.data.transforms import build_train_transform
     from stad.engine.distributed import build_sampler, is_distributed
 
     d = cfg.data
-    transform = build_train_transform(tuple(d.input_size)) if d.augment else None
+    augment_options = {k: d.options[k] for k in AUGMENT_OPTIONS if k in d.options}
+    transform = build_train_transform(tuple(d.input_size), **augment_options) if d.augment else None
     dataset = TubeletClipDataset(
         data.annotations,
         data.frames_root,
