@@ -275,11 +275,19 @@ def evaluate_predictions(
 ) -> dict[str, Any]:
     """Frame-mAP and video-mAP (ACT protocol) of ``preds`` on the test videos of ``split``.
 
+    When ``preds`` covers other videos than exactly those (e.g. training videos, to check a fit), the
+    evaluated set is ``preds.videos`` instead: the metrics then count every frame of those videos.
+
     Returns a flat dict of metrics: ``frame_mAP``, ``video_mAP@<thr>`` (fractions in [0, 1]) plus the
     result objects under ``"_frame"`` and ``"_video"``.
     """
+    from dataclasses import replace
+
     from stad.eval.frame_map import frame_map
     from stad.eval.video_map import video_map
+
+    if sorted(preds.videos) != sorted(ann.split_videos(split, "test")):
+        ann, split = replace(ann, train_videos=[[]], test_videos=[list(preds.videos)]), 1
 
     fres = frame_map(ann, preds.frame_detections, split=split, iou=frame_iou)
     vres = video_map(ann, preds.tubes, split=split, thresholds=tuple(video_ious))
