@@ -264,8 +264,4 @@ def format_report(metrics: dict[str, Any]) -> str:
     """Markdown tables of frame-mAP and video-mAP per class (``stad.eval.report``)."""
     from stad.eval.report import frame_map_table, video_map_table
 
-    fres, vres = metrics["_frame"], metrics["_video"]
-    return (
-        f"## frame-mAP@{fres.iou} ({fres.protocol} protocol)\n\n{frame_map_table(fres, markdown=True)}\n\n"
-        f"## video-mAP\n\n{video_map_table(vres, markdown=True)}\n"
-    )
+    return f"{frame_map_table(metrics['_frame'], markdown=True)}\n\n{video_map_table(metrics['_video'], markdown=True)}\n"
