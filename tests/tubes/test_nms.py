@@ -17,19 +17,14 @@ from stad.tubes import (
     tube_nms,
     tubelet_soft_nms,
 )
+from tests.tubes.reference import iou_plus_one
 
 # ---------------------------------------------------------------------------------------------
 # Loop references written from the rules (queue-based greedy, as PROTOCOLS.md §A words it)
 # ---------------------------------------------------------------------------------------------
 
 
-def _iou(a, b) -> float:
-    """+1 IoU of two boxes, same operation order as stad.boxes."""
-    iw = max(min(a[2], b[2]) + 1.0 - max(a[0], b[0]), 0.0)
-    ih = max(min(a[3], b[3]) + 1.0 - max(a[1], b[1]), 0.0)
-    inter = iw * ih
-    union = (a[2] - a[0] + 1.0) * (a[3] - a[1] + 1.0) + (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0) - inter
-    return inter / union if union > 0 else 0.0
+_iou = iou_plus_one
 
 
 def _ref_soft_nms(n, overlap, scores, thr):

@@ -10,17 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import timm
-import torch
-from torch import nn
 
 from stad.models.backbones._weights import load_body_weights, read_state_dict_file
+from stad.models.backbones.base import TimmFeatureBackbone
 
 # The original DLA code (and its ImageNet file dla34-ba72cf86.pth) holds a ``project`` layer in the
 # level-2 trees level3/level4 that its forward pass never uses; timm leaves it out.
 UNUSED_DLA_KEYS: tuple[str, ...] = ("level3.project.", "level4.project.", "fc.")
 
 
-class DLABackbone(nn.Module):
+class DLABackbone(TimmFeatureBackbone):
     """A timm DLA body returning levels 2..5.
 
     Args:
@@ -30,19 +29,6 @@ class DLABackbone(nn.Module):
         channels: ``[64, 128, 256, 512]`` for DLA-34.
         strides: ``[4, 8, 16, 32]``.
     """
-
-    def __init__(self, body: nn.Module) -> None:
-        super().__init__()
-        self.body = body
-        self.channels: list[int] = list(body.feature_info.channels())
-        self.strides: list[int] = list(body.feature_info.reduction())
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """``x`` ``(N, in_chans, H, W)`` -> four maps ``(N, channels[i], H/strides[i], W/strides[i])``."""
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.forward_features(x)
 
     def load_imagenet_weights(self, path: str | Path) -> None:
         """Load an ImageNet DLA checkpoint file (original ``dla34-ba72cf86.pth`` or timm layout).

@@ -10,13 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import timm
-import torch
-from torch import nn
 
 from stad.models.backbones._weights import load_body_weights, read_state_dict_file
+from stad.models.backbones.base import TimmFeatureBackbone
 
 
-class ResNetBackbone(nn.Module):
+class ResNetBackbone(TimmFeatureBackbone):
     """A timm ResNet body returning its last stage.
 
     Args:
@@ -26,19 +25,6 @@ class ResNetBackbone(nn.Module):
         channels: ``[C5]`` channels of the returned map (512 for ResNet-18).
         strides: ``[32]``.
     """
-
-    def __init__(self, body: nn.Module) -> None:
-        super().__init__()
-        self.body = body
-        self.channels: list[int] = list(body.feature_info.channels())
-        self.strides: list[int] = list(body.feature_info.reduction())
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """``x`` ``(N, in_chans, H, W)`` -> ``[(N, C5, H/32, W/32)]``."""
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.forward_features(x)
 
     def load_imagenet_weights(self, path: str | Path) -> None:
         """Load a torchvision/timm ImageNet ResNet checkpoint file (the ``fc`` classifier is dropped)."""
