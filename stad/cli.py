@@ -25,6 +25,7 @@ COMMANDS: list[str] = [
     "convert",
     "validate",
     "extract_frames",
+    "flow",
     "tubelets_to_frames",
     "train",
     "test",

@@ -295,7 +295,9 @@ class TubeletClipDataset(_AugmentedDataset):
 
         def image(frame: int) -> np.ndarray:
             if frame not in cache:
-                cache[frame] = _read_checked(act_frame_path(self.frames_root, video, frame, self.stream), expected)
+                img = _read_checked(act_frame_path(self.frames_root, video, frame, self.stream), expected)
+                # brox-images hold (x, y, magnitude) in OpenCV's channel order (stad.data.flow.read_flow_image)
+                cache[frame] = np.ascontiguousarray(img[..., ::-1]) if self.stream == "flow" else img
             return cache[frame]
 
         if self.stream == "rgb":
