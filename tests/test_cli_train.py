@@ -97,6 +97,10 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):
     assert main(["train", str(cfg_path), "train.no_such_key=1"]) == 2
     err = capsys.readouterr().err
     assert "no_such_key" in err and "Traceback" not in err
+    assert main(["test", str(cfg_path), "eval.options.flipp=true", "--checkpoint", str(run / "last.pt")]) == 2
+    assert "unknown config key(s) eval.options.flipp" in capsys.readouterr().err
+    assert main(["train", str(cfg_path), "data.options.presett=tiny"]) == 2
+    assert "data.options.presett" in capsys.readouterr().err
     assert main(["test", str(cfg_path), "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
     assert main(["detect", str(tmp_path / "none.mp4"), "--checkpoint", str(run / "last.pt")]) == 2

@@ -10,7 +10,7 @@ predictions and the evaluation report.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ def load_data(data: DataConfig) -> LoadedData:
     * ``synthetic``: ``root`` holds a data set written by ``stad synth``; if it is missing it is rendered
       first from ``data.options`` (``preset``, default ``small``; ``seed``, default 0).
     """
+    _check_options(data.options, (*DATA_OPTIONS, *AUGMENT_OPTIONS), "data.options")
     if data.kind == "synthetic":
         from stad.data.synthetic import SynthConfig, is_complete, load_annotations, render_dataset
 
@@ -73,21 +74,35 @@ def load_data(data: DataConfig) -> LoadedData:
     raise StadError(f"data.kind={data.kind!r} is not a tubelet data set (use act, custom or synthetic)")
 
 
+# Keys of data.options and eval.options that the tubelet runner reads; any other key is a typo and an error.
+DATA_OPTIONS = ("preset", "seed", "window_stride")
+INFER_OPTIONS = ("window_batch", "frame_chunk", "reuse_features", "flip", "channels_last", "max_videos")
+
+
+def _check_options(options: dict[str, Any], valid: Sequence[str], key: str) -> None:
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise StadError(f"unknown config key(s) {', '.join(f'{key}.{k}' for k in unknown)}; valid: {', '.join(sorted(valid))}")
+
+
 def inference_config(cfg: Config) -> TubeletInferenceConfig:
     """Inference settings from ``cfg`` (input size from ``data``, batching and flip from ``eval.options``)."""
     opts = cfg.eval.options
+    _check_options(opts, (*INFER_OPTIONS, *LinkConfig.__dataclass_fields__), "eval.options")
     return TubeletInferenceConfig(
         input_size=tuple(cfg.data.input_size),
         window_batch=int(opts.get("window_batch", max(1, cfg.eval.batch_size))),
         frame_chunk=int(opts.get("frame_chunk", 16)),
         reuse_features=bool(opts.get("reuse_features", True)),
         flip=bool(opts.get("flip", False)),
+        channels_last=bool(opts.get("channels_last", False)),
     )
 
 
 def link_config(cfg: Config) -> LinkConfig:
     """Tube-building settings from ``eval.options`` (PROTOCOLS.md §A defaults)."""
     opts = cfg.eval.options
+    _check_options(opts, (*INFER_OPTIONS, *LinkConfig.__dataclass_fields__), "eval.options")
     defaults = LinkConfig()
     return LinkConfig(**{name: type(getattr(defaults, name))(opts.get(name, getattr(defaults, name))) for name in defaults.__dataclass_fields__})
 
