@@ -12,6 +12,8 @@ Moving Points", ECCV 2020) apply to K-frame clips, in their order:
         ↓
     horizontal flip
         ↓
+    [paste occluders]       (STADO: moving textured occluders; lowers visibility, records occluder_mask)
+        ↓
     resize                  (to the network input size, aspect ratio not kept)
 
 Written from the published description and the Caffe SSD parameters those papers quote; no code was
@@ -25,7 +27,9 @@ Data (``T`` frames, ``N`` actors):
 * ``boxes``: ``(N, T, 4)`` (one box per frame, a tubelet) or ``(N, 4)`` (one box for the whole clip,
   e.g. an AVA keyframe actor), float ``x1, y1, x2, y2`` pixels of the current ``clip``;
 * ``visibility``: ``(N, T)`` or ``(N,)`` float in [0, 1], the visible fraction of each box; it moves
-  with the boxes (kept or dropped with them) and is otherwise unchanged by these ops.
+  with the boxes (kept or dropped with them) and only ``PasteOccluders`` changes it (box-area based);
+* ``occluder_mask``: ``(T, H, W)`` bool or ``None``, the pixels pasted occluders cover; every geometric
+  op (expand, crop, flip, resize) moves it with the pixels, so ``PasteOccluders`` may run at any point.
 
 Geometry convention: coordinates are continuous positions on pixel edges (pixel column ``c`` spans
 ``[c, c + 1)``), the torchvision/OpenCV-resize convention. A box covering columns ``a..b`` has
@@ -65,6 +69,8 @@ class ClipSample:
         affine: ``(4,)`` float64 ``[ax, bx, ay, by]`` mapping original pixels to ``clip`` pixels:
             ``x = ax * x_orig + bx``, ``y = ay * y_orig + by`` (``ax < 0`` after a flip). See
             ``boxes_to_original``.
+        occluder_mask: ``(T, H, W)`` bool, True on the pixels that ``PasteOccluders`` drew over, or
+            ``None`` when no occluder was pasted. Every geometric op moves it with the pixels.
     """
 
     clip: np.ndarray
@@ -72,6 +78,7 @@ class ClipSample:
     visibility: np.ndarray
     keep: np.ndarray
     affine: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 1.0, 0.0]))
+    occluder_mask: np.ndarray | None = None  # (T, H, W) bool: pixels drawn over by PasteOccluders, or None
 
     @classmethod
     def create(cls, clip: np.ndarray, boxes: np.ndarray, visibility: np.ndarray | None = None) -> "ClipSample":
@@ -255,7 +262,11 @@ class Expand:
         canvas[:, top : top + H, left : left + W] = sample.clip
         boxes = sample.boxes + np.array([left, top, left, top], dtype=np.float64)
         affine = sample.affine + np.array([0.0, left, 0.0, top])
-        return replace(sample, clip=canvas, boxes=boxes, affine=affine)
+        mask = sample.occluder_mask
+        if mask is not None:
+            mask = np.zeros((T, new_h, new_w), dtype=bool)
+            mask[:, top : top + H, left : left + W] = sample.occluder_mask
+        return replace(sample, clip=canvas, boxes=boxes, affine=affine, occluder_mask=mask)
 
     def __repr__(self) -> str:
         return f"Expand(p={self.p}, max_ratio={self.max_ratio})"
@@ -431,6 +442,7 @@ class RandomCrop:
             visibility=sample.visibility[keep_local],
             keep=keep,
             affine=sample.affine - np.array([0.0, x1, 0.0, y1]),
+            occluder_mask=None if sample.occluder_mask is None else np.ascontiguousarray(sample.occluder_mask[:, y1:y2, x1:x2]),
         )
 
     def __repr__(self) -> str:
@@ -466,7 +478,8 @@ class HorizontalFlip:
         boxes = sample.boxes.copy()
         boxes[..., 0], boxes[..., 2] = W - sample.boxes[..., 2], W - sample.boxes[..., 0]
         ax, bx, ay, by = sample.affine
-        return replace(sample, clip=clip, boxes=boxes, affine=np.array([-ax, W - bx, ay, by]))
+        mask = None if sample.occluder_mask is None else np.ascontiguousarray(sample.occluder_mask[:, :, ::-1])
+        return replace(sample, clip=clip, boxes=boxes, affine=np.array([-ax, W - bx, ay, by]), occluder_mask=mask)
 
     def __repr__(self) -> str:
         return f"HorizontalFlip(p={self.p})"
@@ -495,7 +508,12 @@ class Resize:
         sx, sy = out_w / W, out_h / H
         boxes = sample.boxes * np.array([sx, sy, sx, sy])
         affine = sample.affine * np.array([sx, sx, sy, sy])
-        return replace(sample, clip=clip, boxes=boxes, affine=affine)
+        mask = None
+        if sample.occluder_mask is not None:  # nearest neighbour keeps it boolean
+            mask = np.empty((T, out_h, out_w), dtype=bool)
+            for t, mask_per_frame in enumerate(sample.occluder_mask.view(np.uint8)):
+                mask[t] = cv2.resize(mask_per_frame, (out_w, out_h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        return replace(sample, clip=clip, boxes=boxes, affine=affine, occluder_mask=mask)
 
     def __repr__(self) -> str:
         return f"Resize({self.size})"
@@ -519,8 +537,9 @@ def build_train_transform(
     min_area_fraction: float = 0.25,
     flip: bool = True,
     flip_invert_channels: Sequence[int] = (),
+    occlusion: float = 0.0,
 ) -> Compose:
-    """ACT/MOC training augmentation: photometric → expand → crop → flip → resize to ``size``.
+    """ACT/MOC training augmentation: photometric → expand → crop → flip → [occlusion] → resize to ``size``.
 
     Args:
         size: network input ``(H, W)``.
@@ -528,6 +547,8 @@ def build_train_transform(
         expand: add ``Expand(max_ratio=max_expand_ratio, fill=fill)``.
         crop: add ``RandomCrop(min_area_fraction=min_area_fraction)`` with ACT's samplers.
         flip: add ``HorizontalFlip(invert_channels=flip_invert_channels)``.
+        occlusion: when > 0, add ``PasteOccluders(p=occlusion)`` just before the resize (default 0:
+            no occluders, the transform is exactly ACT/MOC's).
     """
     ops: list[Transform] = []
     if photometric:
@@ -538,6 +559,8 @@ def build_train_transform(
         ops.append(RandomCrop(min_area_fraction=min_area_fraction))
     if flip:
         ops.append(HorizontalFlip(invert_channels=flip_invert_channels))
+    if occlusion > 0:
+        ops.append(PasteOccluders(p=occlusion))
     ops.append(Resize(size))
     return Compose(ops)
 
@@ -545,3 +568,272 @@ def build_train_transform(
 def build_test_transform(size: tuple[int, int]) -> Compose:
     """Test-time transform: resize to ``size = (H, W)`` only (deterministic)."""
     return Compose([Resize(size)])
+
+
+# --------------------------------------------------------------------------------------------------
+# Occlusion augmentation (STADO): moving occluders pasted consistently over a clip, and the visible
+# region target of the mask-guided attention.
+
+OCCLUDER_TEXTURES = ("noise", "stripes", "checker", "flat")
+
+
+@dataclass(frozen=True)
+class Occluder:
+    """One moving occluder: a textured rectangle or ellipse translated by a constant velocity.
+
+    On frame ``t`` (0-based in the clip) its top-left corner lies at pixel
+    ``(rint(x + vx * t), rint(y + vy * t))``; the same ``texture`` is drawn on every frame (parts
+    outside the frame are cut off).
+
+    Attributes:
+        x, y: top-left corner on frame 0, float pixels of the clip (may lie outside the frame).
+        vx, vy: velocity in pixels per frame.
+        texture: ``(h, w, C)`` uint8 pixels of the occluder.
+        ellipse: True for an ellipse inscribed in the ``h x w`` rectangle, False for the rectangle.
+    """
+
+    x: float
+    y: float
+    vx: float
+    vy: float
+    texture: np.ndarray
+    ellipse: bool = False
+
+    def shape_mask(self) -> np.ndarray:
+        """``(h, w)`` bool: which texture pixels belong to the occluder (pixel centres inside the ellipse)."""
+        h, w = self.texture.shape[:2]
+        if not self.ellipse:
+            return np.ones((h, w), dtype=bool)
+        ry = (np.arange(h) + 0.5 - h / 2) / (h / 2)  # [h]
+        rx = (np.arange(w) + 0.5 - w / 2) / (w / 2)  # [w]
+        return ry[:, None] ** 2 + rx[None, :] ** 2 <= 1.0
+
+    def position(self, t: int) -> tuple[int, int]:
+        """``(left, top)`` integer pixel of the texture's corner on frame ``t``."""
+        return int(np.rint(self.x + self.vx * t)), int(np.rint(self.y + self.vy * t))
+
+
+def make_texture(kind: str, height: int, width: int, channels: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``(height, width, channels)`` uint8 texture.
+
+    Args:
+        kind: ``"noise"`` (i.i.d. pixels), ``"stripes"`` (two colours, horizontal or vertical bands of a
+            random period), ``"checker"`` (two colours, square cells of a random size) or ``"flat"`` (one colour).
+        height, width, channels: texture size.
+        rng: the generator; the texture depends only on it and the arguments.
+    """
+    if kind not in OCCLUDER_TEXTURES:
+        raise StadError(f"unknown occluder texture {kind!r}, expected one of {OCCLUDER_TEXTURES}")
+    colours = rng.integers(0, 256, size=(2, channels), dtype=np.uint8)  # [2, C]
+    period = int(rng.integers(2, max(3, min(height, width) // 2 + 1)))
+    vertical = bool(rng.random() < 0.5)
+    if kind == "noise":
+        return rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+    if kind == "flat":
+        return np.broadcast_to(colours[0], (height, width, channels)).copy()
+    rows, cols = np.arange(height)[:, None] // period, np.arange(width)[None, :] // period  # [h, 1], [1, w]
+    if kind == "stripes":
+        index = np.broadcast_to(cols if vertical else rows, (height, width)) % 2
+    else:  # checker
+        index = (rows + cols) % 2
+    return colours[index]  # [h, w, C]
+
+
+def box_coverage(boxes: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Fraction of each box's area that lies on True pixels of a per-frame mask.
+
+    Box-area based and exact for fractional boxes: pixel ``(r, c)`` spans ``[c, c + 1) x [r, r + 1)`` and
+    counts with its overlap area with the box. Parts of a box outside the frame count as uncovered.
+
+    Args:
+        boxes: ``(N, T, 4)`` ``x1, y1, x2, y2`` pixels.
+        mask: ``(T, H, W)`` bool.
+
+    Returns:
+        ``(N, T)`` float64 in [0, 1]; 0 for a zero-area box.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    T, H, W = mask.shape
+    if boxes.ndim != 3 or boxes.shape[1:] != (T, 4):
+        raise StadError(f"boxes must be (N, T={T}, 4), got shape {boxes.shape}")
+    cols, rows = np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64)
+    ox = np.clip(np.minimum(boxes[..., 2:3], cols + 1) - np.maximum(boxes[..., 0:1], cols), 0, None)  # [N, T, W]
+    oy = np.clip(np.minimum(boxes[..., 3:4], rows + 1) - np.maximum(boxes[..., 1:2], rows), 0, None)  # [N, T, H]
+    covered = np.einsum("nth,thw,ntw->nt", oy, mask.astype(np.float64), ox, optimize=True)  # [N, T]
+    area = _area(boxes)  # [N, T]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(area > 0, np.clip(covered / area, 0.0, 1.0), 0.0)
+
+
+class PasteOccluders:
+    """Paste moving occluders over the clip and lower the actors' visibility accordingly.
+
+    With probability ``p``, ``1..max_occluders`` occluders are drawn: a rectangle or an ellipse (1/2 each)
+    of a random texture from ``textures``, width ``u * W`` and height ``v * H`` with ``u, v`` uniform in
+    ``size_range``, moving with a constant velocity of magnitude uniform in ``speed`` times ``max(H, W)``
+    pixels per frame in a uniform direction. Each occluder is, with probability 1/2 (and when actors
+    exist), *aimed*: its centre on the middle frame is a uniform point of a random actor's box on that
+    frame, so it partly covers the actor; otherwise its centre on the middle frame is uniform over the
+    frame. Every frame of the clip gets the same occluders at their moved positions (see ``Occluder``).
+
+    Boxes are unchanged (they are amodal). Visibility is updated **by box area**, since the augmentation
+    does not know the actors' silhouettes: for actor ``n`` on frame ``t``,
+    ``visibility[n, t] *= 1 - coverage`` where ``coverage`` is the fraction of the box's area newly
+    covered by the pasted occluders (pixels not already in ``occluder_mask``; see ``box_coverage``).
+    For ``(N, 4)`` boxes (one box for the whole clip) the coverage is the mean over frames.
+    ``occluder_mask`` becomes the union of the old mask and the pasted pixels.
+
+    Args:
+        p: probability of pasting (default 0.5).
+        max_occluders: most occluders per clip (default 2).
+        size_range: occluder side as a fraction of the frame side (default (0.15, 0.5)).
+        speed: range of speeds, in frame sides (``max(H, W)``) per frame (default (0.0, 0.05)).
+        textures: texture kinds to choose from (see ``make_texture``).
+    """
+
+    def __init__(
+        self,
+        *,
+        p: float = 0.5,
+        max_occluders: int = 2,
+        size_range: tuple[float, float] = (0.15, 0.5),
+        speed: tuple[float, float] = (0.0, 0.05),
+        textures: Sequence[str] = OCCLUDER_TEXTURES,
+    ) -> None:
+        if max_occluders < 1:
+            raise StadError(f"PasteOccluders max_occluders must be >= 1, got {max_occluders}")
+        if not 0.0 < size_range[0] <= size_range[1] <= 1.0:
+            raise StadError(f"PasteOccluders size_range must satisfy 0 < low <= high <= 1, got {size_range}")
+        if not 0.0 <= speed[0] <= speed[1]:
+            raise StadError(f"PasteOccluders speed must satisfy 0 <= low <= high, got {speed}")
+        textures = tuple(textures)
+        unknown = [kind for kind in textures if kind not in OCCLUDER_TEXTURES]
+        if not textures or unknown:
+            raise StadError(f"PasteOccluders textures must be a non-empty subset of {OCCLUDER_TEXTURES}, got {textures}")
+        self.p = p
+        self.max_occluders = int(max_occluders)
+        self.size_range = (float(size_range[0]), float(size_range[1]))
+        self.speed = (float(speed[0]), float(speed[1]))
+        self.textures = textures
+
+    def draw(self, sample: ClipSample, rng: np.random.Generator) -> list[Occluder]:
+        """Draw ``1..max_occluders`` occluders for ``sample`` (ignores ``p``)."""
+        T, H, W, C = sample.clip.shape
+        t_mid = (T - 1) // 2
+        boxes = sample.boxes if sample.boxes.ndim == 3 else np.repeat(sample.boxes[:, None], T, axis=1)  # [N, T, 4]
+        occluders = []
+        for _ in range(int(rng.integers(1, self.max_occluders + 1))):
+            w = max(1, int(round(rng.uniform(*self.size_range) * W)))
+            h = max(1, int(round(rng.uniform(*self.size_range) * H)))
+            speed = rng.uniform(*self.speed) * max(H, W)
+            angle = rng.uniform(0.0, 2.0 * np.pi)
+            vx, vy = speed * np.cos(angle), speed * np.sin(angle)
+            aimed = bool(rng.random() < 0.5) and len(boxes) > 0
+            u, v = rng.random(2)
+            if aimed:
+                x1, y1, x2, y2 = boxes[int(rng.integers(len(boxes))), t_mid]
+                cx, cy = x1 + u * (x2 - x1), y1 + v * (y2 - y1)
+            else:
+                cx, cy = u * W, v * H
+            kind = self.textures[int(rng.integers(len(self.textures)))]
+            texture = make_texture(kind, h, w, C, rng)
+            ellipse = bool(rng.random() < 0.5)
+            occluders.append(
+                Occluder(x=cx - w / 2 - vx * t_mid, y=cy - h / 2 - vy * t_mid, vx=vx, vy=vy, texture=texture, ellipse=ellipse)
+            )
+        return occluders
+
+    def __call__(self, sample: ClipSample, rng: np.random.Generator) -> ClipSample:
+        if not rng.random() < self.p:
+            return sample
+        return self.apply(sample, self.draw(sample, rng))
+
+    @staticmethod
+    def apply(sample: ClipSample, occluders: Sequence[Occluder]) -> ClipSample:
+        """Paste the given ``occluders`` (later ones over earlier ones) and update visibility and mask."""
+        T, H, W, C = sample.clip.shape
+        clip = sample.clip.copy()
+        pasted = np.zeros((T, H, W), dtype=bool)
+        for occluder in occluders:
+            if occluder.texture.ndim != 3 or occluder.texture.shape[2] != C or occluder.texture.dtype != np.uint8:
+                raise StadError(
+                    f"occluder texture must be (h, w, C={C}) uint8, got shape {occluder.texture.shape} dtype {occluder.texture.dtype}"
+                )
+            h, w = occluder.texture.shape[:2]
+            shape = occluder.shape_mask()  # [h, w]
+            for t in range(T):
+                left, top = occluder.position(t)
+                x0, x1, y0, y1 = max(left, 0), min(left + w, W), max(top, 0), min(top + h, H)
+                if x0 >= x1 or y0 >= y1:
+                    continue  # outside the frame on this frame
+                inside = shape[y0 - top : y1 - top, x0 - left : x1 - left]  # [y1-y0, x1-x0]
+                region = clip[t, y0:y1, x0:x1]  # a view: writes go to clip
+                region[inside] = occluder.texture[y0 - top : y1 - top, x0 - left : x1 - left][inside]
+                pasted[t, y0:y1, x0:x1] |= inside
+        old = sample.occluder_mask
+        if old is not None and old.shape != (T, H, W):
+            raise StadError(f"occluder_mask must have shape {(T, H, W)}, got {old.shape}")
+        new = pasted if old is None else pasted & ~old
+        boxes = sample.boxes if sample.boxes.ndim == 3 else np.repeat(sample.boxes[:, None], T, axis=1)  # [N, T, 4]
+        coverage = box_coverage(boxes, new)  # [N, T]
+        if sample.boxes.ndim == 2:
+            coverage = coverage.mean(axis=1)  # [N]
+        visibility = sample.visibility * (1.0 - coverage)
+        mask = pasted if old is None else pasted | old
+        return replace(sample, clip=clip, visibility=visibility, occluder_mask=mask)
+
+    def __repr__(self) -> str:
+        return f"PasteOccluders(p={self.p}, max_occluders={self.max_occluders}, size_range={self.size_range}, speed={self.speed})"
+
+
+def visible_mask_targets(
+    boxes: np.ndarray,
+    visibility: np.ndarray,
+    occluder_mask: np.ndarray | None,
+    *,
+    size: tuple[int, int],
+    stride: int,
+) -> np.ndarray:
+    """Visible-region target of STADO's mask-guided attention, on the network's stride grid.
+
+    Per frame: the union of the boxes of the actors with ``visibility > 0`` on that frame (a pixel belongs
+    to a box when its centre lies inside it, i.e. columns ``ceil(x1 - 0.5) .. ceil(x2 - 0.5) - 1``), minus
+    the occluder pixels, then the mean over each ``stride x stride`` cell (area average; cells that run
+    past the frame's border count the missing pixels as 0).
+
+    Args:
+        boxes: ``(N, T, 4)`` ``x1, y1, x2, y2`` pixels of the clip of ``size``.
+        visibility: ``(N, T)`` visible fraction; actors at 0 on a frame add nothing there.
+        occluder_mask: ``(T, H, W)`` bool occluder pixels (``ClipSample.occluder_mask``) or ``None``.
+        size: ``(H, W)`` of the clip.
+        stride: output stride of the feature map (>= 1).
+
+    Returns:
+        ``(T, ceil(H / stride), ceil(W / stride))`` float32 in [0, 1].
+    """
+    H, W = _check_size(size)
+    if int(stride) != stride or stride < 1:
+        raise StadError(f"stride must be a positive int, got {stride}")
+    boxes = np.asarray(boxes, dtype=np.float64)
+    visibility = np.asarray(visibility, dtype=np.float64)
+    if boxes.ndim != 3 or boxes.shape[-1] != 4:
+        raise StadError(f"boxes must be (N, T, 4), got shape {boxes.shape}")
+    N, T = boxes.shape[:2]
+    if visibility.shape != (N, T):
+        raise StadError(f"visibility must have shape {(N, T)}, got {visibility.shape}")
+    if occluder_mask is not None and occluder_mask.shape != (T, H, W):
+        raise StadError(f"occluder_mask must have shape {(T, H, W)}, got {occluder_mask.shape}")
+    edges = np.ceil(boxes - 0.5)  # first pixel inside / first pixel past each side
+    edges[..., 0::2] = np.clip(edges[..., 0::2], 0, W)
+    edges[..., 1::2] = np.clip(edges[..., 1::2], 0, H)
+    edges = edges.astype(np.int64)
+    stride = int(stride)
+    h, w = -(-H // stride), -(-W // stride)
+    full = np.zeros((T, h * stride, w * stride), dtype=bool)  # padded to whole cells
+    for n, t in zip(*np.nonzero(visibility > 0)):
+        x1, y1, x2, y2 = edges[n, t]
+        full[t, y1:y2, x1:x2] = True
+    if occluder_mask is not None:
+        full[:, :H, :W] &= ~occluder_mask
+    cells = full.reshape(T, h, stride, w, stride)  # [T, h, s, w, s]
+    return cells.mean(axis=(2, 4), dtype=np.float64).astype(np.float32)
