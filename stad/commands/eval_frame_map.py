@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
     from stad.errors import StadError
     from stad.eval.frame_map import frame_map
     from stad.eval.predictions import check_frame_detections, read_frame_detections
-    from stad.eval.report import format_table, frame_map_table, plot_per_class_ap, plot_pr_curves
+    from stad.eval.report import format_table, frame_map_table, json_clean, plot_per_class_ap, plot_pr_curves
 
     if not 0.0 < args.iou <= 1.0:
         raise StadError(f"--iou {args.iou}: must be in (0, 1]")
@@ -111,14 +110,3 @@ def main(args: argparse.Namespace) -> int:
         plot_per_class_ap(result.per_class, args.plots / f"{tag}_per_class.png", title=f"frame-AP@{args.iou:g}")
         print(f"wrote plots to {args.plots}")
     return 0
-
-
-def json_clean(obj):
-    """Non-finite floats -> None (JSON has no NaN), recursively."""
-    if isinstance(obj, dict):
-        return {k: json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

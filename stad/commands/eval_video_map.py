@@ -35,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def main(args: argparse.Namespace) -> int:
-    from stad.commands.eval_frame_map import json_clean, load_ground_truth
+    from stad.commands.eval_frame_map import load_ground_truth
+    from stad.eval.report import json_clean
     from stad.eval.predictions import read_tubes
     from stad.eval.report import plot_pr_curves, video_map_table
     from stad.eval.video_map import video_map

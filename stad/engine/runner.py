@@ -234,6 +234,7 @@ def test_from_config(
     ``report.json`` / ``report.md`` (frame-mAP, video-mAP per threshold, per class). Returns the metrics.
     """
     from stad.engine.train import resolve_device
+    from stad.eval.report import json_clean
 
     dev = resolve_device(device or cfg.train.device)
     model, ckpt_cfg = load_detector(checkpoint, device=dev)
@@ -260,7 +261,7 @@ def test_from_config(
         "video_map": metrics["_video"].to_json(),
         "metrics": {k: v for k, v in metrics.items() if not k.startswith("_")},
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.json").write_text(json.dumps(json_clean(report), indent=2, allow_nan=False))
     (out / "report.md").write_text(format_report(metrics))
     return metrics
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from stad.eval.ap import PRCurve
 from stad.eval.frame_map import FrameMAPResult
@@ -118,3 +118,14 @@ def plot_per_class_ap(per_class: dict[str, float], path: str | Path, *, title: s
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def json_clean(obj: Any) -> Any:
+    """Non-finite floats -> None (JSON has no NaN), recursively through dicts, lists and tuples."""
+    if isinstance(obj, dict):
+        return {k: json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
