@@ -8,18 +8,11 @@ import pytest
 from stad.errors import StadError
 from stad.eval.frame_map import frame_map
 from stad.structures import FrameDetections, TubeAnnotations
+from tests.eval.gt import make_gt as shared_make_gt
 
 
-def make_gt(tubes: dict[str, dict[int, list[np.ndarray]]], *, labels=("a", "b", "c"), nframes=10) -> TubeAnnotations:
-    videos = sorted(tubes)
-    return TubeAnnotations(
-        labels=list(labels),
-        gttubes={v: {k: [np.asarray(t, float) for t in ts] for k, ts in tubes[v].items()} for v in videos},
-        nframes={v: nframes for v in videos},
-        resolution={v: (240, 320) for v in videos},
-        train_videos=[[]],
-        test_videos=[videos],
-    )
+def make_gt(tubes, *, labels=("a", "b", "c"), nframes=10) -> TubeAnnotations:
+    return shared_make_gt(tubes, labels=labels, nframes=nframes)
 
 
 def tube(frames, box) -> np.ndarray:

@@ -10,6 +10,7 @@ from stad.errors import StadError
 from stad.eval.video_map import parse_thresholds, video_map
 from stad.structures import Tube, TubeAnnotations
 from stad.tubes.nms import spatiotemporal_iou
+from tests.eval.gt import make_gt as shared_make_gt
 
 
 def tube_iou(a, b) -> float:
@@ -26,15 +27,7 @@ def tube_iou(a, b) -> float:
 
 
 def make_gt(tubes, *, labels=("a", "b"), nframes=40) -> TubeAnnotations:
-    videos = sorted(tubes)
-    return TubeAnnotations(
-        labels=list(labels),
-        gttubes={v: {k: [np.asarray(t, float) for t in ts] for k, ts in tubes[v].items()} for v in videos},
-        nframes={v: nframes for v in videos},
-        resolution={v: (240, 320) for v in videos},
-        train_videos=[[]],
-        test_videos=[videos],
-    )
+    return shared_make_gt(tubes, labels=labels, nframes=nframes)
 
 
 def gtube(first, last, box) -> np.ndarray:
