@@ -192,7 +192,7 @@ def test_overfits_one_clip_and_decodes_its_tubelet() -> None:
         clip[0, k, :, y1:y2, x1:x2] = 1.0
     batch = {"clip": clip, "boxes": boxes, "labels": torch.tensor([[1]]), "mask": torch.tensor([[True]])}
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(40):
+    for _ in range(80):
         loss = model(batch)["loss"]
         optimizer.zero_grad()
         loss.backward()
