@@ -21,7 +21,7 @@ see it) to get fresh augmentations that are still reproducible, whatever the num
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ import torch
 from torch.utils.data import Dataset
 
 from stad.data.frames import act_frame_path, ava_frame_path, read_rgb
-from stad.data.transforms import ClipSample, Transform, build_test_transform
+from stad.data.occluder_masks import OCCLUDER_MASK_DIR, occluder_mask_path, read_occluder_masks
+from stad.data.transforms import ClipSample, Transform, build_test_transform, visible_mask_targets
 from stad.errors import StadError
 from stad.structures import KeyframeLabels, TubeAnnotations
 
@@ -208,6 +209,10 @@ class TubeletClipDataset(_AugmentedDataset):
         flow_frames: for flow, consecutive flow images stacked per input frame (default 5, MOC's).
         mean, std: normalization (default ImageNet's; repeated over stacked flow channels).
         seed: augmentation seed (default 0).
+        mask_stride: when set, items get STADO's ``visible_mask`` target on this stride's grid (default None).
+        occluder_masks: read ``<frames_root>/occluder-masks/<video>.npz`` (``stad.data.occluder_masks``, written by
+            the synthetic renderer) when that folder exists, so the target is box minus occluder pixels; without
+            the folder (real data) the target is the plain visible boxes (plus augmentation occluders). Default True.
 
     Each item is a dict:
         ``clip`` ``(K, C, H, W)`` float32 (``C = 3``, or ``3 * flow_frames`` for flow);
@@ -216,7 +221,10 @@ class TubeletClipDataset(_AugmentedDataset):
         ``start`` int; ``frames`` ``(K,)`` int64 frame numbers; ``orig_size`` ``(2,)`` int64 (H0, W0);
         ``affine`` ``(4,)`` float64 ``[ax, bx, ay, by]`` (``x_input = ax * x_orig + bx``);
         ``scale`` ``(2,)`` float64 ``(sy, sx)`` resize factors (the whole mapping at test time);
-        ``num_dropped`` int, actors the transform dropped.
+        ``num_dropped`` int, actors the transform dropped;
+        with ``mask_stride``: ``visible_mask`` ``(K, ceil(H / mask_stride), ceil(W / mask_stride))`` float32 in [0, 1],
+        the area fraction of each cell inside a box of an actor with ``visibility > 0`` on that frame and not
+        covered by an occluder (``stad.data.transforms.visible_mask_targets``).
     """
 
     def __init__(
@@ -237,8 +245,16 @@ class TubeletClipDataset(_AugmentedDataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         seed: int = 0,
+        # STADO mask targets
+        mask_stride: int | None = None,
+        occluder_masks: bool = True,
     ) -> None:
         super().__init__(input_size=input_size, transform=transform, seed=seed)
+        self.mask_stride = None if mask_stride is None else _positive("mask_stride", mask_stride)
+        self.occluder_mask_dir = Path(frames_root) / OCCLUDER_MASK_DIR if occluder_masks else None
+        if self.occluder_mask_dir is not None and not self.occluder_mask_dir.is_dir():
+            self.occluder_mask_dir = None
+        self._occluder_cache: dict[str, np.ndarray] = {}
         if stream not in ("rgb", "flow"):
             raise StadError(f"stream must be 'rgb' or 'flow', got {stream!r}")
         self.ann = ann
@@ -313,8 +329,11 @@ class TubeletClipDataset(_AugmentedDataset):
         boxes, labels, visibility = self.actors(window.video, frames)
         clip = self.read_clip(window.video, frames)
         orig_size = (int(clip.shape[1]), int(clip.shape[2]))
-        out = self._apply(ClipSample.create(clip, boxes, visibility), index)
-        return {
+        sample = ClipSample.create(clip, boxes, visibility)
+        if self.mask_stride is not None and self.occluder_mask_dir is not None:
+            sample = replace(sample, occluder_mask=self.occluder_masks(window.video, frames))  # [K, H0, W0]
+        out = self._apply(sample, index)
+        item = {
             "clip": normalize_clip(out.clip, mean=self.mean, std=self.std),
             "boxes": torch.from_numpy(out.boxes.astype(np.float32)).reshape(-1, self.K, 4),
             "labels": torch.from_numpy(labels[out.keep]),
@@ -324,6 +343,29 @@ class TubeletClipDataset(_AugmentedDataset):
             "frames": torch.from_numpy(frames.astype(np.int64)),
             **self._meta(out, orig_size),
         }
+        if self.mask_stride is not None:
+            target = visible_mask_targets(
+                out.boxes.reshape(-1, self.K, 4),
+                out.visibility.reshape(-1, self.K),
+                out.occluder_mask,
+                size=out.size,
+                stride=self.mask_stride,
+            )  # [K, h, w]
+            item["visible_mask"] = torch.from_numpy(target)
+        return item
+
+    def occluder_masks(self, video: str, frames: np.ndarray) -> np.ndarray:
+        """``(K, H0, W0)`` bool occluder pixels of ``frames`` ``(K,)`` (from 1) of ``video``, read from
+        ``<frames_root>/occluder-masks`` (kept bit-packed in memory); every video needs its file once the folder exists."""
+        if video not in self._occluder_cache:
+            assert self.occluder_mask_dir is not None
+            height, width = (int(v) for v in self.ann.resolution[video])
+            masks = read_occluder_masks(
+                occluder_mask_path(self.frames_root, video), expected=(int(self.ann.nframes[video]), height, width)
+            )
+            self._occluder_cache[video] = np.packbits(masks, axis=-1)  # [T, H, ceil(W / 8)]
+        packed = self._occluder_cache[video][np.asarray(frames, dtype=np.int64) - 1]  # [K, H, ceil(W / 8)]
+        return np.unpackbits(packed, axis=-1, count=int(self.ann.resolution[video][1])).astype(bool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -618,7 +660,8 @@ def collate_tubelets(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Returns ``clip`` ``(B, K, C, H, W)``, ``boxes`` ``(B, N_max, K, 4)`` (0 padded), ``labels``
     ``(B, N_max)`` (-1 padded), ``visibility`` ``(B, N_max, K)`` (0 padded), ``mask`` ``(B, N_max)``
     bool, ``start`` / ``num_dropped`` ``(B,)``, ``frames`` ``(B, K)``, ``orig_size`` ``(B, 2)``,
-    ``affine`` ``(B, 4)``, ``scale`` ``(B, 2)`` and ``video`` a list of B names.
+    ``affine`` ``(B, 4)``, ``scale`` ``(B, 2)``, ``video`` a list of B names and, when the items have it,
+    ``visible_mask`` ``(B, K, h, w)``.
     """
     return _collate(items, {"boxes": 0.0, "labels": -1, "visibility": 0.0})
 

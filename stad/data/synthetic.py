@@ -29,7 +29,8 @@ Layouts written by :func:`render_dataset` (frames numbered from 1):
 * ACT: ``<root>/rgb-images/<video>/%05d.jpg``, ``<root>/<name>-GT.pkl`` (``labels``, ``gttubes``, ``nframes``,
   ``train_videos``, ``test_videos`` (one split), ``resolution`` ``(H, W)``, and ``visibility``, which the original
   ACT code ignores) and ``<root>/<name>-visibility.pkl`` (video -> label -> list of ``(L,)`` float32, parallel to
-  ``gttubes``).
+  ``gttubes``), and ``<root>/occluder-masks/<video>.npz``: the occluder pixels of every frame
+  (``stad.data.occluder_masks``), for STADO's visible-region mask targets.
 * AVA: ``<root>/frames/<video>/img_%05d.jpg`` (the same JPEGs, hard-linked when both layouts are written; the
   video is taken to be ``fps`` = 30 frames per second), ``<root>/annotations/<name>_{train,val}.csv`` rows
   ``video_id,timestamp,x1,y1,x2,y2,action_id,person_id`` with boxes normalized to [0, 1] as the continuous box
@@ -59,6 +60,7 @@ import cv2
 import numpy as np
 
 from stad.data.frames import write_jpeg
+from stad.data.occluder_masks import OCCLUDER_MASK_DIR, occluder_mask_path, write_occluder_masks
 from stad.errors import StadError
 from stad.structures import TubeAnnotations
 
@@ -516,12 +518,14 @@ class SynthVideo:
         frames: ``(T, H, W, 3)`` uint8 RGB.
         actors: one :class:`ActorTrack` per actor.
         masks: ``(A, T, H, W)`` bool amodal silhouettes (only with ``return_masks=True``), else None.
+        occluder_masks: ``(T, H, W)`` bool, the pixels the occluders cover on each frame (in front of any actor).
     """
 
     name: str
     frames: np.ndarray
     actors: list[ActorTrack]
     masks: np.ndarray | None = None
+    occluder_masks: np.ndarray | None = None
 
 
 def _video_rng(seed: int, video_index: int) -> np.random.Generator:
@@ -710,6 +714,7 @@ def render_scene(scene: Scene, *, return_masks: bool = False) -> SynthVideo:
     boxes = np.full((A, T, 4), np.nan)
     visibility = np.zeros((A, T))
     masks = np.zeros((A, T, H, W), bool) if return_masks else None
+    occluded = np.zeros((T, H, W), bool)
     owner = np.empty((H, W), np.uint8)
     points_fx = [np.rint(j.points * _ONE).astype(np.int64) for j in scene.joints]  # [T, 15, 2] fixed point
     limit = max(H, W)
@@ -743,6 +748,7 @@ def render_scene(scene: Scene, *, return_masks: bool = False) -> SynthVideo:
                 masks[k, t, y0:y1, x0:x1] = mask
         for occ, gain in zip(scene.occluders, occluder_gains):
             _draw_occluder(occ, gain, t, frame, owner)
+        np.equal(owner, _OCCLUDER_ID, out=occluded[t])
         for k, (x0, y0, x1, y1, mask) in enumerate(crops):
             total = int(np.count_nonzero(mask))
             if total:
@@ -765,7 +771,7 @@ def render_scene(scene: Scene, *, return_masks: bool = False) -> SynthVideo:
         inside = track.boxes[track.start - 1:track.end]
         if np.isnan(inside).any():  # internal invariant: actors stay in the frame
             raise AssertionError(f"{scene.name}: actor {track.person_id} left the frame during its action")
-    return SynthVideo(name=scene.name, frames=frames, actors=actors, masks=masks)
+    return SynthVideo(name=scene.name, frames=frames, actors=actors, masks=masks, occluder_masks=occluded)
 
 
 def _draw_occluder(occ: Occluder, gain: _Tiled, t: int, frame: np.ndarray, owner: np.ndarray) -> None:
@@ -888,6 +894,8 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
             write_jpeg(act_path, frame, quality=cfg.jpeg_quality)
             if layout == "both":
                 _link_or_copy(act_path, ava_path)
+        if layout in ("act", "both"):
+            write_occluder_masks(occluder_mask_path(root, name), video.occluder_masks)
         tubes: dict[int, list[np.ndarray]] = {}
         vis: dict[int, list[np.ndarray]] = {}
         for actor in video.actors:
@@ -1051,5 +1059,5 @@ def load_annotations(root: str | Path) -> TubeAnnotations:
 def output_paths(cfg: SynthConfig, out_dir: str | Path) -> list[Path]:
     """The files and folders :func:`render_dataset` writes directly under ``out_dir`` (any layout)."""
     root = Path(out_dir)
-    return [root / "rgb-images", root / "frames", root / "annotations", root / f"{cfg.name}-GT.pkl",
+    return [root / "rgb-images", root / "frames", root / "annotations", root / OCCLUDER_MASK_DIR, root / f"{cfg.name}-GT.pkl",
             root / f"{cfg.name}-visibility.pkl", root / "synth.json"]

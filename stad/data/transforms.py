@@ -538,6 +538,8 @@ def build_train_transform(
     flip: bool = True,
     flip_invert_channels: Sequence[int] = (),
     occlusion: float = 0.0,
+    occlusion_size: tuple[float, float] = (0.15, 0.5),
+    occlusion_max: int = 2,
 ) -> Compose:
     """ACT/MOC training augmentation: photometric → expand → crop → flip → [occlusion] → resize to ``size``.
 
@@ -549,6 +551,8 @@ def build_train_transform(
         flip: add ``HorizontalFlip(invert_channels=flip_invert_channels)``.
         occlusion: when > 0, add ``PasteOccluders(p=occlusion)`` just before the resize (default 0:
             no occluders, the transform is exactly ACT/MOC's).
+        occlusion_size: ``PasteOccluders(size_range=...)``: occluder side as a fraction of the frame side.
+        occlusion_max: ``PasteOccluders(max_occluders=...)``: most occluders per clip.
     """
     ops: list[Transform] = []
     if photometric:
@@ -560,7 +564,7 @@ def build_train_transform(
     if flip:
         ops.append(HorizontalFlip(invert_channels=flip_invert_channels))
     if occlusion > 0:
-        ops.append(PasteOccluders(p=occlusion))
+        ops.append(PasteOccluders(p=occlusion, size_range=tuple(occlusion_size), max_occluders=int(occlusion_max)))
     ops.append(Resize(size))
     return Compose(ops)
 
