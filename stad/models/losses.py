@@ -88,3 +88,18 @@ def moc_losses(
     loss_wh = masked_l1_loss(wh, targets.wh, targets.mask)
     loss = hm_weight * loss_hm + mov_weight * loss_mov + wh_weight * loss_wh
     return {"loss": loss, "loss_hm": loss_hm, "loss_mov": loss_mov, "loss_wh": loss_wh}
+
+
+def mask_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """STADO's mask supervision: binary cross-entropy of mask logits against a soft visible-region target.
+
+    Args:
+        logits: ``(B, K, h, w)`` mask logits.
+        target: ``(B, K, h, w)`` visible fraction of each cell in [0, 1] (``stad.data.transforms.visible_mask_targets``).
+
+    Returns:
+        scalar: the mean over all cells (float32, also under autocast).
+    """
+    if logits.shape != target.shape:
+        raise ValueError(f"mask logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target.float())

@@ -122,22 +122,29 @@ class MOCDetector(nn.Module):
         """Per-frame stride-4 features: ``frames`` ``(T, 3, H, W)`` -> ``(T, C, H/4, W/4)``."""
         return self.neck(self.backbone.forward_features(frames))
 
-    def _head_outputs(self, clip: torch.Tensor) -> MOCOutputs:
-        """``clip`` ``(B, K, 3, H, W)`` -> :class:`MOCOutputs` (backbone run once on all ``B*K`` frames)."""
+    def clip_features(self, clip: torch.Tensor) -> torch.Tensor:
+        """``clip`` ``(B, K, 3, H, W)`` -> per-frame features ``(B, K, C, h, w)`` (backbone run once on all ``B*K`` frames)."""
         if clip.dim() != 5 or clip.shape[1] != self.K:
             raise ValueError(f"clip must have shape (B, K={self.K}, 3, H, W), got {tuple(clip.shape)}")
         B, K = clip.shape[:2]  # noqa: N806
         feats = self.frame_features(clip.flatten(0, 1))  # [B*K, C, h, w]
-        return self.head(feats.view(B, K, *feats.shape[1:]))  # head on [B, K, C, h, w]
+        return feats.view(B, K, *feats.shape[1:])  # [B, K, C, h, w]
+
+    def _head_outputs(self, clip: torch.Tensor) -> MOCOutputs:
+        """``clip`` ``(B, K, 3, H, W)`` -> :class:`MOCOutputs`."""
+        return self.head(self.clip_features(clip))
 
     # -- training ------------------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses of a batch: ``{"loss": weighted total, "loss_hm", "loss_mov", "loss_wh"}``."""
+        return self.losses_from_outputs(batch, self._head_outputs(batch["clip"]))
+
+    def losses_from_outputs(self, batch: Mapping[str, torch.Tensor], outputs: MOCOutputs) -> dict[str, torch.Tensor]:
+        """MOC losses of head ``outputs`` against the batch's boxes (used by :meth:`forward` and subclasses)."""
         clip = batch["clip"]
         valid = next((batch[k] for k in VALID_KEYS if k in batch), None)
         if valid is None:
             raise StadError(f"batch has none of {list(VALID_KEYS)} to mark real actors (keys: {sorted(batch)})")
-        outputs = self._head_outputs(clip)
         targets = build_moc_targets(
             boxes=batch["boxes"],
             labels=batch["labels"],

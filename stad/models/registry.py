@@ -11,10 +11,14 @@ from typing import Any
 from torch import nn
 
 from stad.errors import StadError
+from stad.models.keypoint import build_keypoint
 from stad.models.moc import build_moc
+from stad.models.stado import build_stado
 
 MODELS: dict[str, Callable[[Any], nn.Module]] = {
     "moc": build_moc,
+    "stado": build_stado,
+    "keypoint": build_keypoint,
 }
 
 
