@@ -30,6 +30,8 @@ COMMANDS: list[str] = [
     "train",
     "test",
     "detect",
+    "stream",
+    "profile",
     "export",
 ]
 

@@ -21,6 +21,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--min-score", type=float, default=0.1, help="draw tubes scoring at least this (default 0.1)")
+    parser.add_argument("--flow-checkpoint", help="flow-stream checkpoint: fuse it with --checkpoint (the RGB model)")
+    parser.add_argument("--fusion-weight", type=float, metavar="W",
+                        help="RGB weight of the fused outputs (flow: 1 - W; default MOC's 0.5 / 0.8 / 0.8)")
+    parser.add_argument("--flow-method", choices=("dis", "farneback"), default="dis",
+                        help="optical flow computed on the fly for a flow or fused model (default dis, as stad flow)")
+    parser.add_argument("--show-masks", action="store_true",
+                        help="blend the predicted attention masks (STADO checkpoints) into the MP4; also writes <name>_masks.npy")
     parser.set_defaults(func=main)
     return parser
 
@@ -29,20 +36,34 @@ def main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from stad.engine.infer import detect_source
-    from stad.engine.runner import inference_config, link_config, load_detector
+    from stad.engine.runner import inference_config, link_config, load_detector, load_two_stream, stream_spec
     from stad.engine.train import resolve_device
+    from stad.errors import StadError
+    from stad.models.fusion import FusionWeights
 
     device = resolve_device(args.device)
-    model, cfg = load_detector(args.checkpoint, device=device)
+    weights = FusionWeights.uniform(args.fusion_weight) if args.fusion_weight is not None else None
+    if args.flow_checkpoint:
+        model, cfg, spec = load_two_stream(args.checkpoint, args.flow_checkpoint, device=device, weights=weights)
+    else:
+        if weights is not None:
+            raise StadError("--fusion-weight needs --flow-checkpoint")
+        model, cfg = load_detector(args.checkpoint, device=device)
+        spec = stream_spec(cfg)
+    if args.show_masks and not hasattr(model, "masks_from_features"):
+        raise StadError(f"--show-masks needs a model that predicts attention masks (model.name: stado); {args.checkpoint} holds a {cfg.model.name!r} model")
     labels = cfg.model.labels or [str(i) for i in range(cfg.model.num_classes)]
-    infer_cfg = replace(inference_config(cfg), flip=args.flip or inference_config(cfg).flip)
+    infer_cfg = replace(
+        inference_config(cfg), flip=args.flip or inference_config(cfg).flip, flip_invert_channels=spec.flip_invert_channels
+    )
     result = detect_source(
-        model, args.source, args.out, labels=labels, device=device, cfg=infer_cfg, link=link_config(cfg), min_tube_score=args.min_score
+        model, args.source, args.out, labels=labels, device=device, cfg=infer_cfg, link=link_config(cfg), min_tube_score=args.min_score,
+        stream=spec, flow_method=args.flow_method, show_masks=args.show_masks,
     )
     tubes = next(iter(result.predictions.tubes.values()))
     print(f"{len(tubes)} tubes ({sum(t.score >= args.min_score for t in tubes)} drawn)")
     for tube in sorted(tubes, key=lambda t: -t.score)[:10]:
         frames = tube.boxes[:, 0]
         print(f"  {labels[tube.label]:>12s}  score {tube.score:.3f}  frames {int(frames.min())}-{int(frames.max())}")
-    print(f"wrote {result.video}, {result.tubes_json}, {result.detections_csv}")
+    print(f"wrote {result.video}, {result.tubes_json}, {result.detections_csv}" + (f", {result.masks}" if result.masks else ""))
     return 0

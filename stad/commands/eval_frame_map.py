@@ -52,6 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--json", type=Path, default=None, help='write {"mAP": fraction, "per_class": {name: AP}, ...} here')
     parser.add_argument("--plots", type=Path, default=None, help="folder for PR-curve and per-class AP PNGs")
     parser.add_argument("--errors", action="store_true", help="also print the ACT error breakdown and frame-MABO (act only)")
+    parser.add_argument("--by-visibility", action="store_true",
+                        help="also frame-mAP per ground-truth visibility band (act only; needs visibility in --gt)")
     parser.set_defaults(func=main)
     return parser
 
@@ -97,6 +99,15 @@ def main(args: argparse.Namespace) -> int:
         mabo, per_class = frame_mabo(gt, dets, split=args.split)
         print(f"frame-MABO {100 * mabo:.2f}")
         extra = {"errors": err.to_json(), "frame_mabo": mabo, "frame_abo_per_class": per_class}
+    if args.by_visibility:
+        from stad.eval.diagnostics import frame_ap_by_visibility
+
+        if args.protocol != "act":
+            raise StadError("--by-visibility uses the act protocol's matching; drop --protocol or set it to act")
+        bands = frame_ap_by_visibility(gt, dets, split=args.split, iou=args.iou)
+        print("\nframe-mAP per ground-truth visibility band")
+        print(format_table(["band", "GT boxes", "frame-mAP"], [[b, str(v["n_gt"]), f"{100 * v['mAP']:.2f}"] for b, v in bands.items()]))
+        extra = {**extra, "by_visibility": bands}
     print(f"({len(dets)} detections; read {loaded - start:.2f} s, evaluated {time.perf_counter() - loaded:.2f} s)")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

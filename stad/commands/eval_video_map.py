@@ -30,6 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--json", type=Path, default=None,
                         help='write {"mAP": {"0.2": .., "0.5:0.95": ..}, "per_class": {name: {thr: AP}}} here')
     parser.add_argument("--plots", type=Path, default=None, help="folder for PR-curve PNGs")
+    parser.add_argument("--occluded-below", type=float, default=None, metavar="T",
+                        help="also video-mAP on GT tubes whose visibility drops below T on some frame (needs visibility in --gt; "
+                             "detections of other GT tubes ignored)")
     parser.set_defaults(func=main)
     return parser
 
@@ -50,11 +53,19 @@ def main(args: argparse.Namespace) -> int:
     if result.labels_without_gt:
         print(f"note: {len(result.labels_without_gt)} label(s) have tubes but no test ground truth (AP 0, kept in the mean): "
               + ", ".join(result.labels_without_gt[:5]))
+    payload = result.to_json()
+    if args.occluded_below is not None:
+        from stad.eval.video_map import video_map_occluded
+
+        occ = video_map_occluded(gt, tubes, split=args.split, thresholds=args.iou, nms=args.nms, occluded_below=args.occluded_below)
+        print(f"\nvideo-mAP on occluded tubes (visibility < {args.occluded_below:g} on some frame; "
+              f"{sum(occ.n_occluded.values())} tubes): " + ", ".join(f"@{k} {100 * v:.2f}" for k, v in occ.mAP.items()))
+        payload["occluded"] = occ.to_json()
     n = sum(len(v) for v in tubes.values())
     print(f"({n} tubes; read {loaded - start:.2f} s, evaluated {time.perf_counter() - loaded:.2f} s)")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(json_clean(result.to_json()), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps(json_clean(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     if args.plots is not None:
         for name, curves in result.curves.items():

@@ -21,6 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", help="output folder (default: <train.output_dir>/test)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: train.device)")
     parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
+    parser.add_argument("--flow-checkpoint", help="flow-stream checkpoint: fuse it with --checkpoint (the RGB model), MOC's late fusion")
+    parser.add_argument("--fusion-weight", type=float, metavar="W",
+                        help="RGB weight of the fused heat-map, movement and size (flow: 1 - W; default MOC's 0.5 / 0.8 / 0.8)")
     parser.set_defaults(func=main)
     return parser
 
@@ -36,7 +39,12 @@ def main(args: argparse.Namespace) -> int:
         overrides.append("eval.options.flip=true")
     cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path(cfg.train.output_dir) / "test"
-    metrics = test_from_config(cfg, args.checkpoint, out, device=args.device)
+    weights = None
+    if args.fusion_weight is not None:
+        from stad.models.fusion import FusionWeights
+
+        weights = FusionWeights.uniform(args.fusion_weight)
+    metrics = test_from_config(cfg, args.checkpoint, out, device=args.device, flow_checkpoint=args.flow_checkpoint, fusion_weights=weights)
     print(format_report(metrics))
     print(f"predictions and report written to {out}")
     return 0

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from stad.data.datasets import IMAGENET_MEAN, IMAGENET_STD, normalize_clip
 from stad.data.frames import act_frame_path, read_rgb
+from stad.data.streams import StreamSpec, combine_streams, flow_images_from_frames, read_stream_frames
 from stad.errors import StadError
 from stad.structures import FrameDetections, Tube, TubeAnnotations, Tubelets
 
@@ -44,6 +45,9 @@ class TubeletInferenceConfig:
         channels_last: feed the network NHWC tensors (convert the model with
             ``model.to(memory_format=torch.channels_last)`` too); see benchmarks/RESULTS.md for what it gives.
         mean, std: normalisation (as the training data set's).
+        flip_invert_channels: input channels whose bytes become ``255 - p`` in the flipped copy (the x flow of
+            a flow input, :attr:`stad.data.streams.StreamSpec.flip_invert_channels`), done on the normalised
+            tensor as ``(1 - 2 * mean) / std - x``.
     """
 
     input_size: tuple[int, int] = (288, 288)
@@ -54,6 +58,27 @@ class TubeletInferenceConfig:
     channels_last: bool = False
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
+    flip_invert_channels: Sequence[int] = ()
+
+
+def flip_input(images: torch.Tensor, cfg: TubeletInferenceConfig) -> torch.Tensor:
+    """Mirror normalised inputs ``(T, C, H, W)`` left-right; the ``cfg.flip_invert_channels`` get ``255 - p``.
+
+    With ``x = (p / 255 - m) / s`` the byte ``255 - p`` is ``(1 - 2 m) / s - x`` (exact, linear).
+    """
+    flipped = images.flip(-1)
+    channels = list(cfg.flip_invert_channels)
+    if channels:
+        C = images.shape[1]  # noqa: N806
+        mean = torch.as_tensor(_per_channel(cfg.mean, C), dtype=images.dtype, device=images.device)[channels]
+        std = torch.as_tensor(_per_channel(cfg.std, C), dtype=images.dtype, device=images.device)[channels]
+        flipped[:, channels] = ((1 - 2 * mean) / std).view(1, -1, 1, 1) - flipped[:, channels]
+    return flipped
+
+
+def _per_channel(values: Sequence[float], channels: int) -> list[float]:
+    values = [float(v) for v in values]
+    return values * (channels // 3) if len(values) == 3 and channels % 3 == 0 else values
 
 
 @dataclass
@@ -116,6 +141,41 @@ def _chunks(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
         yield np.stack(chunk)
 
 
+class FrameMaskCollector:
+    """Per-frame attention masks of a mask-predicting detector (STADO), gathered during streaming inference.
+
+    :func:`detect_video_tubelets` passes every window's masks ``(B, K, h, w)`` (``model.masks_from_features``) to
+    :meth:`add`; a frame's mask is the mean over the windows containing it (the same for all windows unless the
+    attention mixes the mask over time).
+    """
+
+    def __init__(self) -> None:
+        self._sum: dict[int, np.ndarray] = {}
+        self._count: dict[int, int] = {}
+
+    def add(self, starts: Sequence[int], masks: torch.Tensor) -> None:
+        """Add the masks ``(B, K, h, w)`` of the windows starting at ``starts`` (frames from 1)."""
+        values = masks.detach().float().cpu().numpy()
+        if values.ndim != 4 or len(values) != len(starts):
+            raise ValueError(f"expected masks of shape ({len(starts)}, K, h, w), got {values.shape}")
+        for start, per_window in zip(starts, values):
+            for offset, mask in enumerate(per_window):
+                frame = int(start) + offset
+                self._sum[frame] = self._sum[frame] + mask if frame in self._sum else mask.copy()
+                self._count[frame] = self._count.get(frame, 0) + 1
+
+    def masks(self, nframes: int) -> np.ndarray:
+        """``(nframes, h, w)`` float32 mean masks of frames ``1 .. nframes`` (NaN for a frame no window covered)."""
+        if not self._sum:
+            raise StadError("no attention masks were collected (no window was run)")
+        shape = next(iter(self._sum.values())).shape
+        out = np.full((nframes, *shape), np.nan, dtype=np.float32)
+        for frame, total in self._sum.items():
+            if 1 <= frame <= nframes:
+                out[frame - 1] = total / self._count[frame]
+        return out
+
+
 @torch.inference_mode()
 def detect_video_tubelets(
     model: torch.nn.Module,
@@ -124,6 +184,7 @@ def detect_video_tubelets(
     orig_size: tuple[int, int],
     device: torch.device | str,
     cfg: TubeletInferenceConfig | None = None,
+    masks: FrameMaskCollector | None = None,
 ) -> Tubelets:
     """Tubelets of every window of one video.
 
@@ -135,11 +196,16 @@ def detect_video_tubelets(
         orig_size: ``(H0, W0)``; boxes come back in these pixels.
         device: where the model runs.
         cfg: input size, batching, feature reuse, flip.
+        masks: optional collector of the predicted attention masks of every window (the model needs
+            ``masks_from_features(features (B, K, C, h, w)) -> (B, K, h, w)``, e.g. STADO).
 
     Returns:
         :class:`Tubelets` of all windows (``start`` = the window's first frame, from 1).
     """
     from stad.models.moc import ClipMeta
+
+    if masks is not None and not hasattr(model, "masks_from_features"):
+        raise StadError(f"{type(model).__name__} predicts no attention masks; showing masks needs a STADO model (model.name: stado)")
 
     cfg = cfg or TubeletInferenceConfig()
     K = int(model.K)  # noqa: N806
@@ -165,9 +231,11 @@ def detect_video_tubelets(
             feats = feats.view(len(starts), K, *feats.shape[1:])
             flipped = None
             if cfg.flip:
-                flipped = model.frame_features(clips.flatten(0, 1).flip(-1))
+                flipped = model.frame_features(flip_input(clips.flatten(0, 1), cfg))
                 flipped = flipped.view(len(starts), K, *flipped.shape[1:])
         parts.extend(model.detect_from_features(feats, metas, flip_features=flipped))
+        if masks is not None:
+            masks.add(starts, model.masks_from_features(feats))
 
     raw_buffer: list[torch.Tensor] = []
     seen = 0
@@ -181,7 +249,7 @@ def detect_video_tubelets(
         if cfg.reuse_features:
             buffer.extend(model.frame_features(images).unbind(0))
             if cfg.flip:
-                flip_buffer.extend(model.frame_features(images.flip(-1)).unbind(0))
+                flip_buffer.extend(model.frame_features(flip_input(images, cfg)).unbind(0))
         else:
             raw_buffer.extend(images.unbind(0))
         # every window whose last frame has arrived
@@ -222,8 +290,12 @@ def predict_videos(
     cfg: TubeletInferenceConfig | None = None,
     link: LinkConfig | None = None,
     progress: bool = True,
+    stream: StreamSpec | None = None,
 ) -> SplitPredictions:
     """Tubelets, tubes and frame detections of ``videos`` (ACT layout frames under ``frames_root``).
+
+    ``stream`` (default rgb) selects the per-frame input: RGB frames, stacked ``brox-images`` flow, or both
+    concatenated for a two-stream model (:func:`stad.data.streams.read_stream_frames`).
 
     Under ``torchrun`` each process takes every ``world_size``-th video and the results are gathered,
     so every process returns the predictions of all videos.
@@ -237,7 +309,10 @@ def predict_videos(
     tubelets: dict[str, Tubelets] = {}
     for video in tqdm(mine, desc="detect", unit="video", disable=not progress or rank != 0, leave=False):
         height, width = ann.resolution[video]
-        frames = read_act_frames(frames_root, video, int(ann.nframes[video]))
+        if stream is None or stream.stream == "rgb":
+            frames = read_act_frames(frames_root, video, int(ann.nframes[video]))
+        else:
+            frames = read_stream_frames(frames_root, video, int(ann.nframes[video]), stream)
         tubelets[video] = detect_video_tubelets(model, frames, orig_size=(int(height), int(width)), device=device, cfg=cfg)
     if world > 1:
         merged: dict[str, Tubelets] = {}
@@ -271,7 +346,13 @@ def link_predictions(
 
 
 def evaluate_predictions(
-    ann: TubeAnnotations, preds: SplitPredictions, *, split: int, frame_iou: float = 0.5, video_ious: Sequence[Any] = (0.2, 0.5, 0.75, "0.5:0.95")
+    ann: TubeAnnotations,
+    preds: SplitPredictions,
+    *,
+    split: int,
+    frame_iou: float = 0.5,
+    video_ious: Sequence[Any] = (0.2, 0.5, 0.75, "0.5:0.95"),
+    occluded_below: float | None = 0.5,
 ) -> dict[str, Any]:
     """Frame-mAP and video-mAP (ACT protocol) of ``preds`` on the test videos of ``split``.
 
@@ -279,7 +360,10 @@ def evaluate_predictions(
     evaluated set is ``preds.videos`` instead: the metrics then count every frame of those videos.
 
     Returns a flat dict of metrics: ``frame_mAP``, ``video_mAP@<thr>`` (fractions in [0, 1]) plus the
-    result objects under ``"_frame"`` and ``"_video"``.
+    result objects under ``"_frame"`` and ``"_video"``. When the ground truth has visibility (and
+    ``occluded_below`` is not None) also ``frame_mAP/vis<lo>-<hi>`` per visibility band and
+    ``video_mAP_occluded@<thr>`` on tubes with visibility below ``occluded_below`` on some frame
+    (:func:`stad.eval.diagnostics.occlusion_metrics`; the object under ``"_occlusion"``).
     """
     from dataclasses import replace
 
@@ -296,6 +380,14 @@ def evaluate_predictions(
         metrics[f"video_mAP@{key}"] = float(value)
     metrics["_frame"] = fres
     metrics["_video"] = vres
+    if ann.visibility is not None and occluded_below is not None:
+        from stad.eval.diagnostics import occlusion_metrics
+
+        occ = occlusion_metrics(
+            ann, preds.frame_detections, preds.tubes, split=split, frame_iou=frame_iou, video_ious=video_ious, occluded_below=occluded_below
+        )
+        metrics.update(occ.flat())
+        metrics["_occlusion"] = occ
     return metrics
 
 
@@ -335,6 +427,7 @@ class DetectResult:
     video: Path
     tubes_json: Path
     detections_csv: Path
+    masks: Path | None = None  # <name>_masks.npy with show_masks
 
 
 def detect_source(
@@ -347,11 +440,19 @@ def detect_source(
     cfg: TubeletInferenceConfig | None = None,
     link: LinkConfig | None = None,
     min_tube_score: float = 0.1,
+    stream: StreamSpec | None = None,
+    flow_method: str = "dis",
+    show_masks: bool = False,
 ) -> DetectResult:
     """Detect action tubes in a video file or frame folder; write an annotated MP4, tubes JSON and frame CSV.
 
+    A flow (or fused) ``stream`` gets its flow computed on the fly from the frames with ``flow_method``
+    (dis or farneback), byte for byte what ``stad flow`` stores (:func:`stad.data.streams.flow_images_from_frames`).
+
     Tubes are drawn coloured by identity with ``"<class> <score>"``; tubes scoring below ``min_tube_score``
-    are written to the JSON but not drawn.
+    are written to the JSON but not drawn. ``show_masks`` blends the predicted attention masks of a STADO model
+    under the tubes (:func:`stad.viz.draw.overlay_heatmaps`) and writes them to ``<name>_masks.npy``
+    ``(T, h, w)`` float32 on the network's stride grid; other models raise a StadError.
     """
     from stad.eval.predictions import write_frame_detections, write_tubes
     from stad.viz.draw import TubeOverlay, draw_tubes
@@ -361,7 +462,11 @@ def detect_source(
     name = Path(source).stem if Path(source).is_file() else Path(source).name
     T, H, W = frames.shape[:3]  # noqa: N806
     model.eval()
-    tubelets = detect_video_tubelets(model, iter(frames), orig_size=(H, W), device=device, cfg=cfg)
+    inputs: Iterable[np.ndarray] = iter(frames)
+    if stream is not None and stream.needs_flow:
+        inputs = combine_streams(stream, iter(frames), flow_images_from_frames(iter(frames), method=flow_method))
+    mask_collector = FrameMaskCollector() if show_masks else None
+    tubelets = detect_video_tubelets(model, inputs, orig_size=(H, W), device=device, cfg=cfg, masks=mask_collector)
     preds = link_predictions({name: tubelets}, num_classes=len(labels), nframes={name: T}, link=link)
     tubes = sorted(preds.tubes[name], key=lambda t: -t.score)
     overlays = [
@@ -372,8 +477,17 @@ def detect_source(
     scale = max(1, int(round(480 / max(H, W))))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    video_path = write_video(out / f"{name}_tubes.mp4", draw_tubes(frames, overlays, scale=scale), fps=int(round(fps)) or 25)
+    background = frames
+    masks_path = None
+    if mask_collector is not None:
+        from stad.viz.draw import overlay_heatmaps
+
+        frame_masks = mask_collector.masks(T)  # [T, h, w]
+        masks_path = out / f"{name}_masks.npy"
+        np.save(masks_path, frame_masks)
+        background = overlay_heatmaps(frames, frame_masks)
+    video_path = write_video(out / f"{name}_tubes.mp4", draw_tubes(background, overlays, scale=scale), fps=int(round(fps)) or 25)
     tubes_path, csv_path = out / f"{name}_tubes.json", out / f"{name}_detections.csv"
     write_tubes(preds.tubes, tubes_path)
     write_frame_detections(preds.frame_detections, csv_path)
-    return DetectResult(predictions=preds, video=video_path, tubes_json=tubes_path, detections_csv=csv_path)
+    return DetectResult(predictions=preds, video=video_path, tubes_json=tubes_path, detections_csv=csv_path, masks=masks_path)

@@ -74,8 +74,11 @@ def load_data(data: DataConfig) -> LoadedData:
     raise StadError(f"data.kind={data.kind!r} is not a tubelet data set (use act, custom or synthetic)")
 
 
+# model.name values trained and tested frame by frame by stad.engine.frame_runner (not tubelet detectors).
+FRAME_MODELS = ("keypoint",)
+
 # Keys of data.options and eval.options that the tubelet runner reads; any other key is a typo and an error.
-DATA_OPTIONS = ("preset", "seed", "window_stride")
+DATA_OPTIONS = ("preset", "seed", "window_stride", "stream", "flow_frames", "flow_method", "occluder_masks")
 INFER_OPTIONS = ("window_batch", "frame_chunk", "reuse_features", "flip", "channels_last", "max_videos")
 
 
@@ -118,10 +121,13 @@ def make_evaluator(cfg: Config, data: LoadedData) -> Callable[[torch.nn.Module, 
     """``evaluate(model, loader, device) -> metrics`` for :func:`stad.engine.train.fit` (the loader is unused:
     whole test videos are run with feature reuse, linked into tubes and scored with frame-/video-mAP)."""
     videos = eval_videos(cfg, data.annotations)
-    infer_cfg, link_cfg = inference_config(cfg), link_config(cfg)
+    spec = stream_spec(cfg)
+    infer_cfg, link_cfg = replace(inference_config(cfg), flip_invert_channels=spec.flip_invert_channels), link_config(cfg)
 
     def evaluate(model: torch.nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
-        preds = predict_videos(model, data.annotations, data.frames_root, videos, device=device, cfg=infer_cfg, link=link_cfg)
+        preds = predict_videos(
+            model, data.annotations, data.frames_root, videos, device=device, cfg=infer_cfg, link=link_cfg, stream=spec
+        )
         metrics = evaluate_predictions(
             data.annotations, preds, split=cfg.data.split, frame_iou=cfg.eval.frame_iou, video_ious=_video_thresholds(cfg)
         )
@@ -135,14 +141,79 @@ def _video_thresholds(cfg: Config) -> list[Any]:
 
 
 # data.options keys passed to stad.data.transforms.build_train_transform
-AUGMENT_OPTIONS = ("photometric", "expand", "max_expand_ratio", "crop", "min_area_fraction", "flip")
+AUGMENT_OPTIONS = ("photometric", "expand", "max_expand_ratio", "crop", "min_area_fraction", "flip",
+                   "occlusion", "occlusion_size", "occlusion_max")
 
 
-def build_train_loader(cfg: Config, data: LoadedData) -> DataLoader:
+def stream_spec(cfg: Config):
+    """The input stream of ``cfg`` (``data.options.stream`` rgb|flow|fused, ``flow_frames``): a
+    :class:`stad.data.streams.StreamSpec`."""
+    from stad.data.streams import StreamSpec
+
+    return StreamSpec.from_options(cfg.data.options)
+
+
+def flow_augment_options(spec: Any, augment_options: dict[str, Any]) -> dict[str, Any]:
+    """Augmentation settings a flow input needs, unless ``data.options`` sets them.
+
+    MOC-Detector (src/datasets/sample/sampler.py) mirrors flow clips with ``255 - p`` on the x channel
+    and uses the same normalisation for flow as for RGB (opts.py: one mean/std), both kept here. It
+    also applies its colour distortion to flow images; stad turns it off (``photometric: false``):
+    hue/saturation/contrast changes of a flow image change the motion it encodes. Expand pads with
+    zero flow (byte 128) instead of the mean RGB pixel.
+    """
+    from stad.data.streams import ZERO_FLOW_BYTE
+
+    if not spec.needs_flow:
+        return {}
+    if augment_options.get("photometric"):
+        raise StadError("data.options.photometric=true is not possible for the flow stream (RGB colour distortion)")
+    return {"photometric": False, "fill": ZERO_FLOW_BYTE, "flip_invert_channels": spec.flip_invert_channels}
+
+
+def ensure_flow(cfg: Config, data: LoadedData, *, progress: bool = True) -> None:
+    """Compute the missing ``brox-images`` of ``data`` when ``cfg`` reads the flow stream (``stad flow``'s
+    convention, method ``data.options.flow_method``, default dis); resumable, a no-op when complete."""
+    from stad.data.flow import compute_dataset_flow
+    from stad.engine.distributed import barrier, is_main_process
+
+    if not stream_spec(cfg).needs_flow:
+        return
+    method = str(cfg.data.options.get("flow_method", "dis"))
+    failed: dict[str, str] = {}
+    if is_main_process():  # under torchrun one process writes, the others wait at the barrier
+        result = compute_dataset_flow(data.annotations, data.frames_root, method=method, progress=progress)
+        failed = result.failed
+        if result.written:
+            print(f"computed the {method} flow of {len(result.written)} videos into {data.frames_root / 'brox-images'}", flush=True)
+    barrier()
+    if failed:
+        video, reason = next(iter(failed.items()))
+        raise StadError(f"flow could not be computed for {len(failed)} video(s), e.g. {video}: {reason}")
+
+
+def _check_occlusion_options(options: dict[str, Any]) -> None:
+    """Reject malformed occlusion augmentation values of ``data.options`` naming the key."""
+    rate = options.get("occlusion", 0.0)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+        raise StadError(f"config key 'data.options.occlusion' must be a rate in [0, 1], got {rate!r}")
+    size = options.get("occlusion_size", (0.15, 0.5))
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(isinstance(v, (int, float)) for v in size) \
+            or not 0.0 < size[0] <= size[1] <= 1.0:
+        raise StadError(f"config key 'data.options.occlusion_size' must be [low, high] with 0 < low <= high <= 1, got {size!r}")
+    count = options.get("occlusion_max", 2)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise StadError(f"config key 'data.options.occlusion_max' must be an int >= 1, got {count!r}")
+
+
+def build_train_loader(cfg: Config, data: LoadedData, *, mask_stride: int | None = None) -> DataLoader:
     """Training loader of K-frame tubelet clips, DDP-aware.
 
     With ``data.augment`` the clips get ACT/MOC's augmentation; ``data.options`` may set the keys of
-    ``AUGMENT_OPTIONS`` (e.g. ``max_expand_ratio: 2``); ``data.options.window_stride`` subsamples start frames.
+    ``AUGMENT_OPTIONS`` (e.g. ``max_expand_ratio: 2``; STADO's occlusion augmentation: ``occlusion`` = rate,
+    ``occlusion_size`` = [low, high] side fraction, ``occlusion_max`` = occluders per clip);
+    ``data.options.window_stride`` subsamples start frames. ``mask_stride`` adds STADO's ``visible_mask``
+    targets (``data.options.occluder_masks: false`` ignores a data set's stored occluder masks).
     """
     from stad.data.datasets import TubeletClipDataset, collate_tubelets
     from stad.data.transforms import build_train_transform
@@ -150,6 +221,9 @@ def build_train_loader(cfg: Config, data: LoadedData) -> DataLoader:
 
     d = cfg.data
     augment_options = {k: d.options[k] for k in AUGMENT_OPTIONS if k in d.options}
+    spec = stream_spec(cfg)
+    augment_options.update(flow_augment_options(spec, augment_options))
+    _check_occlusion_options(augment_options)
     transform = build_train_transform(tuple(d.input_size), **augment_options) if d.augment else None
     dataset = TubeletClipDataset(
         data.annotations,
@@ -160,8 +234,16 @@ def build_train_loader(cfg: Config, data: LoadedData) -> DataLoader:
         stride=int(d.options.get("window_stride", 1)),
         input_size=tuple(d.input_size),
         transform=transform,
+        stream=spec.stream,
+        flow_frames=spec.flow_frames,
         seed=cfg.train.seed,
+        mask_stride=mask_stride,
+        occluder_masks=bool(d.options.get("occluder_masks", True)),
     )
+    if mask_stride is not None:
+        source = "boxes minus the stored occluder masks" if dataset.occluder_mask_dir else "the visible boxes (no occluder-masks folder)"
+        pasted = " minus pasted occluders" if d.augment and augment_options.get("occlusion", 0) > 0 else ""
+        print(f"STADO mask targets (stride {mask_stride}): {source}{pasted}", flush=True)
     sampler = build_sampler(dataset, shuffle=True, seed=cfg.train.seed, drop_last=True) if is_distributed() else None
     generator = torch.Generator().manual_seed(cfg.train.seed)
     return DataLoader(
@@ -187,11 +269,25 @@ def resolve_model_config(cfg: Config, ann: TubeAnnotations) -> Config:
     if options.get("K", cfg.data.K) != cfg.data.K:
         raise StadError(f"model.options.K={options['K']} differs from data.K={cfg.data.K}")
     options["K"] = cfg.data.K
+    spec = stream_spec(cfg)
+    if spec.stream == "fused":
+        raise StadError("data.options.stream=fused is for testing two checkpoints (stad test --flow-checkpoint); train rgb and flow separately")
+    if options.get("in_chans", spec.channels) != spec.channels:
+        raise StadError(
+            f"model.options.in_chans={options['in_chans']} but data.options.stream={spec.stream!r} with "
+            f"flow_frames={spec.flow_frames} gives {spec.channels} input channels; drop in_chans to set it automatically"
+        )
+    if spec.stream != "rgb":
+        options["in_chans"] = spec.channels
     return replace(cfg, model=replace(model, num_classes=len(labels), labels=labels, options=options))
 
 
 def train_from_config(cfg: Config, *, device: str | None = None):
     """Train the detector of ``cfg``; returns :class:`stad.engine.train.FitResult`."""
+    if cfg.model.name in FRAME_MODELS:  # one frame at a time (KORSAL key-point detector)
+        from stad.engine.frame_runner import train_frame_detector
+
+        return train_frame_detector(cfg, device=device)
     from stad.engine.distributed import cleanup, init_distributed
     from stad.engine.train import fit, resolve_device, seed_everything
     from stad.models.registry import build_model
@@ -200,9 +296,10 @@ def train_from_config(cfg: Config, *, device: str | None = None):
     try:
         data = load_data(cfg.data)
         cfg = resolve_model_config(cfg, data.annotations)
+        ensure_flow(cfg, data)
         seed_everything(cfg.train.seed)
         model = build_model(cfg.model)
-        loader = build_train_loader(cfg, data)
+        loader = build_train_loader(cfg, data, mask_stride=getattr(model, "mask_target_stride", None))
         dev = resolve_device(device or cfg.train.device)
         if dist.distributed and dev.type == "cuda":
             dev = torch.device("cuda", dist.local_rank)
@@ -225,26 +322,81 @@ def load_detector(checkpoint: str | Path, *, device: str | torch.device = "cpu")
     return model.to(device).eval(), cfg
 
 
+def load_two_stream(
+    rgb_checkpoint: str | Path,
+    flow_checkpoint: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    weights: Any = None,
+) -> tuple[torch.nn.Module, Config, Any]:
+    """A :class:`stad.models.fusion.TwoStreamDetector` from an RGB and a flow checkpoint (moc or stado).
+
+    Returns:
+        ``(model, rgb_config, spec)`` with ``spec`` the fused :class:`stad.data.streams.StreamSpec` (the flow
+        checkpoint's ``flow_frames``). Raises StadError when the streams or their labels do not fit.
+    """
+    from stad.data.streams import StreamSpec
+    from stad.models.fusion import FusionWeights, TwoStreamDetector
+
+    rgb, rgb_cfg = load_detector(rgb_checkpoint, device=device)
+    flow, flow_cfg = load_detector(flow_checkpoint, device=device)
+    rgb_spec, flow_spec = stream_spec(rgb_cfg), stream_spec(flow_cfg)
+    if rgb_spec.stream != "rgb":
+        raise StadError(f"{rgb_checkpoint}: --checkpoint must be an RGB model for fusion, it was trained on stream {rgb_spec.stream!r}")
+    if flow_spec.stream != "flow":
+        raise StadError(f"{flow_checkpoint}: --flow-checkpoint was trained on stream {flow_spec.stream!r}, not flow")
+    if list(rgb_cfg.model.labels) != list(flow_cfg.model.labels):
+        raise StadError(f"{rgb_checkpoint} has labels {rgb_cfg.model.labels}, {flow_checkpoint} has {flow_cfg.model.labels}")
+    spec = StreamSpec(stream="fused", flow_frames=flow_spec.flow_frames)
+    model = TwoStreamDetector(rgb=rgb, flow=flow, flow_channels=flow_spec.channels, weights=weights or FusionWeights())
+    return model.to(device).eval(), rgb_cfg, spec
+
+
 def test_from_config(
-    cfg: Config, checkpoint: str | Path, out_dir: str | Path, *, device: str | None = None, progress: bool = True
+    cfg: Config,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+    flow_checkpoint: str | Path | None = None,
+    fusion_weights: Any = None,
 ) -> dict[str, Any]:
     """Run ``checkpoint`` on the ``eval.subset`` videos of ``data.split``; write predictions and the report.
 
     Writes ``out_dir/detections.csv`` (frame detections), ``tubes.json``, ``tubelets.npz`` and
-    ``report.json`` / ``report.md`` (frame-mAP, video-mAP per threshold, per class). Returns the metrics.
+    ``report.json`` / ``report.md`` (frame-mAP, video-mAP per threshold, per class, and the occlusion
+    metrics when the ground truth has visibility). Returns the metrics.
+
+    The input stream is the checkpoint's (``data.options.stream`` of its config: RGB frames or stacked
+    ``brox-images`` flow, computed first if missing). With ``flow_checkpoint``, ``checkpoint`` is the RGB
+    model and the two are fused (:class:`stad.models.fusion.TwoStreamDetector`; ``fusion_weights`` a
+    :class:`stad.models.fusion.FusionWeights`, default MOC's 0.5 / 0.8 / 0.8).
     """
+    if cfg.model.name in FRAME_MODELS:  # one frame at a time: stad.engine.frame_runner, same report shape
+        from stad.engine.frame_runner import test_frame_detector
+
+        return test_frame_detector(cfg, checkpoint, out_dir, device=device, progress=progress)
     from stad.engine.train import resolve_device
     from stad.eval.report import json_clean
 
     dev = resolve_device(device or cfg.train.device)
-    model, ckpt_cfg = load_detector(checkpoint, device=dev)
+    if flow_checkpoint is not None:
+        model, ckpt_cfg, spec = load_two_stream(checkpoint, flow_checkpoint, device=dev, weights=fusion_weights)
+    else:
+        if fusion_weights is not None:
+            raise StadError("a fusion weight needs a flow checkpoint (--flow-checkpoint)")
+        model, ckpt_cfg = load_detector(checkpoint, device=dev)
+        spec = stream_spec(ckpt_cfg)
     data = load_data(cfg.data)
+    ensure_flow(replace(cfg, data=replace(cfg.data, options={**cfg.data.options, "stream": spec.stream})), data, progress=progress)
     labels = list(data.annotations.labels)
     if ckpt_cfg.model.labels and list(ckpt_cfg.model.labels) != labels:
         raise StadError(f"{checkpoint} was trained on labels {ckpt_cfg.model.labels}, the data set has {labels}")
     videos = eval_videos(cfg, data.annotations)
+    infer_cfg = replace(inference_config(cfg), flip_invert_channels=spec.flip_invert_channels)
     preds = predict_videos(
-        model, data.annotations, data.frames_root, videos, device=dev, cfg=inference_config(cfg), link=link_config(cfg), progress=progress
+        model, data.annotations, data.frames_root, videos, device=dev, cfg=infer_cfg, link=link_config(cfg), progress=progress, stream=spec
     )
     metrics = evaluate_predictions(
         data.annotations, preds, split=cfg.data.split, frame_iou=cfg.eval.frame_iou, video_ious=_video_thresholds(cfg)
@@ -254,11 +406,14 @@ def test_from_config(
     write_predictions(preds, out)
     report = {
         "checkpoint": str(checkpoint),
+        **({"flow_checkpoint": str(flow_checkpoint), "fusion_weights": vars(model.weights)} if flow_checkpoint is not None else {}),
+        "stream": spec.stream,
         "split": cfg.data.split,
         "subset": cfg.eval.subset,
         "videos": len(videos),
         "frame_map": metrics["_frame"].to_json(),
         "video_map": metrics["_video"].to_json(),
+        **({"occlusion": metrics["_occlusion"].to_json()} if "_occlusion" in metrics else {}),
         "metrics": {k: v for k, v in metrics.items() if not k.startswith("_")},
     }
     (out / "report.json").write_text(json.dumps(json_clean(report), indent=2, allow_nan=False))
@@ -280,4 +435,7 @@ def format_report(metrics: dict[str, Any]) -> str:
     """Markdown tables of frame-mAP and video-mAP per class (``stad.eval.report``)."""
     from stad.eval.report import frame_map_table, video_map_table
 
-    return f"{frame_map_table(metrics['_frame'], markdown=True)}\n\n{video_map_table(metrics['_video'], markdown=True)}\n"
+    text = f"{frame_map_table(metrics['_frame'], markdown=True)}\n\n{video_map_table(metrics['_video'], markdown=True)}\n"
+    if "_occlusion" in metrics:
+        text += f"\n{metrics['_occlusion'].markdown()}\n"
+    return text

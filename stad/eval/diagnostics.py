@@ -195,7 +195,9 @@ def frame_ap_by_visibility(
         ranked = sel[np.argsort(-scores[sel])]
         gsel = np.flatnonzero(table.label == c)
         m = match_act(keys[ranked], boxes[ranked], table.key[gsel], table.boxes[gsel], iou=iou, plus_one=True)
-        matches.append((ranked, np.where(m >= 0, gsel[np.maximum(m, 0)], -1), gsel))
+        gidx = np.full(m.shape, -1, np.int64)  # matched ground-truth row per ranked detection
+        gidx[m >= 0] = gsel[m[m >= 0]]  # (a class without ground truth has no matches)
+        matches.append((ranked, gidx, gsel))
     out: dict[str, dict[str, Any]] = {}
     for i, (lo, hi) in enumerate(bands):
         last = i == len(bands) - 1
@@ -216,3 +218,62 @@ def frame_ap_by_visibility(
             "n_gt": int(in_band.sum()),
         }
     return out
+
+
+@dataclass
+class OcclusionReport:
+    """Occlusion-aware metrics of one set of predictions (needs ground-truth visibility).
+
+    Attributes:
+        frame_by_band: :func:`frame_ap_by_visibility`'s result (band ``"lo-hi"`` -> mAP, per class, n_gt).
+        video_occluded: :func:`stad.eval.video_map.video_map_occluded`'s result.
+    """
+
+    frame_by_band: dict[str, dict[str, Any]]
+    video_occluded: Any  # stad.eval.video_map.OccludedVideoMAP
+
+    def flat(self) -> dict[str, float]:
+        """``{"frame_mAP/vis<lo>-<hi>": ..., "video_mAP_occluded@<thr>": ...}`` (fractions, NaN allowed)."""
+        out = {f"frame_mAP/vis{band}": float(v["mAP"]) for band, v in self.frame_by_band.items()}
+        out.update({f"video_mAP_occluded@{thr}": float(v) for thr, v in self.video_occluded.mAP.items()})
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"frame_by_visibility": self.frame_by_band, "video_occluded": self.video_occluded.to_json()}
+
+    def markdown(self) -> str:
+        """Two Markdown tables: frame-mAP per visibility band, video-mAP on occluded tubes per threshold."""
+        lines = ["| visibility band | GT boxes | frame-mAP |", "|---|---:|---:|"]
+        for band, v in self.frame_by_band.items():
+            lines.append(f"| {band} | {v['n_gt']} | {100 * v['mAP']:.2f} |")
+        occ = self.video_occluded
+        lines += ["", f"Video-mAP on ground-truth tubes with visibility < {occ.occluded_below:g} on some frame "
+                  f"({sum(occ.n_occluded.values())} tubes; detections of other tubes ignored):", "",
+                  "| threshold | video-mAP (occluded) |", "|---|---:|"]
+        lines += [f"| {thr} | {100 * v:.2f} |" for thr, v in occ.mAP.items()]
+        return "\n".join(lines)
+
+
+def occlusion_metrics(
+    gt: TubeAnnotations,
+    dets: FrameDetections,
+    tubes: dict[str, list[Tube]],
+    *,
+    split: int = 1,
+    frame_iou: float = 0.5,
+    video_ious: Sequence[Any] = (0.2, 0.5, 0.75, "0.5:0.95"),
+    bands: Sequence[tuple[float, float]] = DEFAULT_BANDS,
+    occluded_below: float = 0.5,
+) -> OcclusionReport:
+    """Frame-mAP per visibility band and video-mAP on occluded tubes (rules: :func:`frame_ap_by_visibility`,
+    :func:`stad.eval.video_map.video_map_occluded`).
+
+    Raises:
+        StadError: ``gt`` has no visibility.
+    """
+    from stad.eval.video_map import video_map_occluded
+
+    return OcclusionReport(
+        frame_by_band=frame_ap_by_visibility(gt, dets, split=split, iou=frame_iou, bands=bands),
+        video_occluded=video_map_occluded(gt, tubes, split=split, thresholds=video_ious, occluded_below=occluded_below),
+    )

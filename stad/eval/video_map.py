@@ -112,32 +112,35 @@ def parse_thresholds(values: Sequence[float | str]) -> list[tuple[str, list[floa
     return out
 
 
-def video_map(
-    gt: TubeAnnotations,
-    tubes: dict[str, list[Tube]],
-    *,
-    split: int = 1,
-    thresholds: Sequence[float | str] = DEFAULT_THRESHOLDS,
-    nms: float | None = 0.3,
-) -> VideoMAPResult:
-    """Video-mAP of detected tubes on the test videos of ``split`` (ACT protocol, module docstring).
+@dataclass
+class _LabelCandidates:
+    """One label's ranked detections and their ST-IoU with the ground-truth tubes of their video.
 
-    Args:
-        gt: ground truth (tubes ``(L, 5)`` on consecutive frames).
-        tubes: video -> detected tubes (``boxes`` ``(L, 6)`` ``[frame, x1, y1, x2, y2, frame_score]``,
-            consecutive frames); every video must be a test video of the split; test videos
-            missing from the mapping simply have no detections.
-        split: 1-based split.
-        thresholds: ST-IoU thresholds and/or ``"0.5:0.95"``.
-        nms: tube NMS threshold per video and class before matching (``None`` skips it).
-
-    Returns:
-        :class:`VideoMAPResult`.
-
-    Raises:
-        StadError: a video outside the split, a label out of range, bad frames.
+    ``ranked`` ``(D,)`` detection ids by score; ``rows`` ``(R,)`` positions in ``ranked`` having ground truth in
+    their video; ``group``/``cols``/``ious`` ``(R,)``/``(R, G)``/``(R, G)`` as :func:`greedy_rounds` takes
+    them (``cols`` index ``gt_ids``); ``gt_ids`` ``(n_gt,)`` global ground-truth tube ids of the label.
     """
-    specs = parse_thresholds(thresholds)
+
+    ranked: np.ndarray
+    rows: np.ndarray
+    group: np.ndarray
+    cols: np.ndarray
+    ious: np.ndarray
+    gt_ids: np.ndarray
+
+
+@dataclass
+class _Matching:
+    per_label: list[_LabelCandidates]
+    det_score: np.ndarray
+    gt_keys: list[tuple[str, Any, int]]  # per global ground-truth tube id: (video, label key, index)
+    names: list[str]
+    without_gt: list[str]
+
+
+def _prepare_matching(gt: TubeAnnotations, tubes: dict[str, list[Tube]], *, split: int, nms: float | None) -> _Matching:
+    """Rules 1-2 and the ST-IoUs of rule 3 (module docstring), shared by :func:`video_map` and
+    :func:`video_map_occluded`."""
     videos = gt.split_videos(split, "test")
     vpos = {v: i for i, v in enumerate(videos)}
     n_labels = len(gt.labels)
@@ -173,10 +176,12 @@ def video_map(
 
     # 2. ground-truth tubes of the split
     gt_arrays, gt_video, gt_label = [], [], []
+    gt_keys: list[tuple[str, Any, int]] = []  # (video, label key, index in gt.gttubes[video][label])
     for iv, v in enumerate(videos):
         for label, ltubes in gt.gttubes.get(v, {}).items():
-            for t in ltubes:
+            for i, t in enumerate(ltubes):
                 gt_arrays.append(np.asarray(t, np.float64))
+                gt_keys.append((v, label, i))
                 gt_video.append(iv)
                 gt_label.append(int(label))
     gt_table = TubeTable.build(gt_arrays, name_of=lambda k: f"ground truth tube {k}", allow_empty=False)
@@ -184,10 +189,6 @@ def video_map(
     gt_label_a = np.array(gt_label, np.int64)
 
     names = list(gt.labels)
-    result_map: dict[str, float] = {}
-    per_class: dict[str, dict[str, float]] = {}
-    curves: dict[str, dict[str, PRCurve]] = {}
-    counts: dict[str, dict[str, ClassCounts]] = {}
     without_gt = []
     # ST-IoU of each kept tube with the GT tubes of its video and class, computed once for all thresholds
     per_label = []
@@ -204,8 +205,44 @@ def video_map(
             d_idx = np.broadcast_to(ranked[cand.rows][:, None], cand.cols.shape)[cand.valid]
             g_idx = gsel[gorder][cand.cols[cand.valid]]
             ious[cand.valid] = spatiotemporal_iou_pairs(det_table, d_idx, gt_table, g_idx)
-        per_label.append((ranked, cand.rows, cand.group, cand.cols, ious, gsel.size))
+        per_label.append(_LabelCandidates(ranked, cand.rows, cand.group, cand.cols, ious, gsel[gorder]))
+    return _Matching(per_label=per_label, det_score=det_score, gt_keys=gt_keys, names=names, without_gt=without_gt)
 
+
+def video_map(
+    gt: TubeAnnotations,
+    tubes: dict[str, list[Tube]],
+    *,
+    split: int = 1,
+    thresholds: Sequence[float | str] = DEFAULT_THRESHOLDS,
+    nms: float | None = 0.3,
+) -> VideoMAPResult:
+    """Video-mAP of detected tubes on the test videos of ``split`` (ACT protocol, module docstring).
+
+    Args:
+        gt: ground truth (tubes ``(L, 5)`` on consecutive frames).
+        tubes: video -> detected tubes (``boxes`` ``(L, 6)`` ``[frame, x1, y1, x2, y2, frame_score]``,
+            consecutive frames); every video must be a test video of the split; test videos
+            missing from the mapping simply have no detections.
+        split: 1-based split.
+        thresholds: ST-IoU thresholds and/or ``"0.5:0.95"``.
+        nms: tube NMS threshold per video and class before matching (``None`` skips it).
+
+    Returns:
+        :class:`VideoMAPResult`.
+
+    Raises:
+        StadError: a video outside the split, a label out of range, bad frames.
+    """
+    specs = parse_thresholds(thresholds)
+    matching = _prepare_matching(gt, tubes, split=split, nms=nms)
+    names, det_score, without_gt = matching.names, matching.det_score, matching.without_gt
+    n_labels = len(names)
+    per_label = [(m.ranked, m.rows, m.group, m.cols, m.ious, m.gt_ids.size) for m in matching.per_label]
+    result_map: dict[str, float] = {}
+    per_class: dict[str, dict[str, float]] = {}
+    curves: dict[str, dict[str, PRCurve]] = {}
+    counts: dict[str, dict[str, ClassCounts]] = {}
     for name, ths in specs:
         maps = []
         per_class[name] = {}
@@ -234,3 +271,106 @@ def video_map(
         mAP=result_map, per_class=per_class, curves=curves, counts=counts, nms=float(nms) if nms is not None else float("nan"),
         labels_without_gt=without_gt,
     )
+
+
+@dataclass
+class OccludedVideoMAP:
+    """Video-mAP restricted to occluded ground-truth tubes (:func:`video_map_occluded`).
+
+    Attributes:
+        mAP: threshold name -> mean AP over the labels with at least one occluded tube (NaN if none).
+        per_class: threshold name -> label name -> AP (NaN for a label without occluded tubes).
+        n_occluded: label name -> number of occluded ground-truth tubes.
+        occluded_below: a tube is occluded when its minimum visibility is below this.
+    """
+
+    mAP: dict[str, float]
+    per_class: dict[str, dict[str, float]]
+    n_occluded: dict[str, int]
+    occluded_below: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": "video-mAP (occluded tubes)", "occluded_below": self.occluded_below, "mAP": dict(self.mAP),
+                "per_class": self.per_class, "n_occluded": self.n_occluded}
+
+
+def occluded_tube_mask(gt: TubeAnnotations, keys: Sequence[tuple[str, Any, int]], *, occluded_below: float) -> np.ndarray:
+    """``(G,)`` bool: the tube ``gt.gttubes[video][label][i]`` of each key has a frame with visibility below
+    ``occluded_below``. Raises StadError without visibility or with a visibility list not parallel to a tube."""
+    if gt.visibility is None:
+        raise StadError("video-mAP on occluded tubes needs ground-truth visibility (gt.visibility is None)")
+    out = np.zeros(len(keys), bool)
+    for k, (video, label, i) in enumerate(keys):
+        try:
+            vis = np.asarray(gt.visibility[video][label][i], np.float64)
+        except (KeyError, IndexError):
+            raise StadError(f"gt.visibility has no entry for tube {i} of label {label} in video {video!r}") from None
+        n = len(gt.gttubes[video][label][i])
+        if vis.shape != (n,):
+            raise StadError(f"gt.visibility[{video!r}][{label}][{i}] has shape {vis.shape}, the tube has {n} frames")
+        out[k] = bool(n) and float(vis.min()) < occluded_below
+    return out
+
+
+def video_map_occluded(
+    gt: TubeAnnotations,
+    tubes: dict[str, list[Tube]],
+    *,
+    split: int = 1,
+    thresholds: Sequence[float | str] = DEFAULT_THRESHOLDS,
+    nms: float | None = 0.3,
+    occluded_below: float = 0.5,
+) -> OccludedVideoMAP:
+    """Video-mAP on the ground-truth tubes whose actor is occluded for part of their duration.
+
+    A ground-truth tube is **occluded** when its visibility (``gt.visibility``, the visible fraction of
+    the box per frame) drops below ``occluded_below`` on at least one frame. The tubes are ranked and
+    matched against *all* ground-truth tubes exactly as :func:`video_map` does (same NMS, same greedy
+    matching); then, per label:
+
+    * a detection matched to an occluded tube is a true positive;
+    * a detection matched to a non-occluded tube is **ignored** (neither TP nor FP: it found a real actor);
+    * an unmatched detection is a false positive;
+    * the positives are the label's occluded tubes.
+
+    AP is the ACT trapezoid (:func:`stad.eval.ap.act_ap`); the mAP averages the labels that have occluded
+    tubes (others are NaN and left out), and ``"0.5:0.95"`` is the mean over its 10 thresholds.
+
+    Returns:
+        :class:`OccludedVideoMAP`.
+
+    Raises:
+        StadError: no visibility in ``gt``, or the errors of :func:`video_map`.
+    """
+    specs = parse_thresholds(thresholds)
+    matching = _prepare_matching(gt, tubes, split=split, nms=nms)
+    occluded = occluded_tube_mask(gt, matching.gt_keys, occluded_below=occluded_below)
+    names = matching.names
+    n_occ = {names[c]: int(occluded[m.gt_ids].sum()) for c, m in enumerate(matching.per_label)}
+    result: dict[str, float] = {}
+    per_class: dict[str, dict[str, float]] = {}
+    for name, ths in specs:
+        sums = {n: 0.0 for n in names}
+        maps = []
+        for th in ths:
+            aps = {}
+            for c, m in enumerate(matching.per_label):
+                n_pos = n_occ[names[c]]
+                if n_pos == 0:
+                    aps[names[c]] = float("nan")
+                    continue
+                taken = np.full(m.ranked.size, -1, np.int64)  # matched global gt id per ranked tube
+                cols = greedy_rounds(m.group, m.ious, m.cols, n_cols=max(m.gt_ids.size, 1), iou=th)
+                hit = cols >= 0
+                taken[m.rows[hit]] = m.gt_ids[cols[hit]]
+                ignore = (taken >= 0) & ~occluded[np.maximum(taken, 0)]
+                tp = (taken >= 0)[~ignore]
+                precision, recall = act_curve(tp, n_pos)
+                aps[names[c]] = float(np.float32(act_ap_from_curve(precision, recall)))
+            vals = [v for v in aps.values() if np.isfinite(v)]
+            maps.append(float(np.mean(vals)) if vals else float("nan"))
+            for n in names:
+                sums[n] += aps[n] / len(ths)
+        result[name] = float(np.mean(maps))
+        per_class[name] = sums
+    return OccludedVideoMAP(mAP=result, per_class=per_class, n_occluded=n_occ, occluded_below=float(occluded_below))

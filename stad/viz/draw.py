@@ -134,3 +134,40 @@ def tile_videos(videos: list[np.ndarray], *, columns: int, gap: int = 2) -> np.n
         r, c = divmod(i, columns)
         out[:len(video), r * (H + gap):r * (H + gap) + H, c * (W + gap):c * (W + gap) + W] = video
     return out
+
+
+def overlay_heatmaps(frames: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45,
+                     colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """Blend per-frame heat maps (e.g. STADO's predicted attention masks) over a video.
+
+    Each ``(h, w)`` map is resized (bilinear) to the frame, coloured with an OpenCV colour map (0 blue ... 1 red for
+    JET) and blended as ``(1 - alpha) * frame + alpha * colour``. The maps must cover the frame the way the network
+    input does (a plain resize of the frame, as at test time).
+
+    Args:
+        frames: ``(T, H, W, 3)`` uint8 RGB.
+        heat: ``(T, h, w)`` float in [0, 1] (values outside are clipped); NaN marks a frame without a map (left as is).
+        alpha: weight of the colour (default 0.45).
+        colormap: ``cv2.COLORMAP_*`` (default JET).
+
+    Returns:
+        ``(T, H, W, 3)`` uint8 RGB, a new array.
+    """
+    frames = np.asarray(frames)
+    heat = np.asarray(heat, dtype=np.float32)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    if heat.ndim != 3 or len(heat) != len(frames):
+        raise ValueError(f"expected ({len(frames)}, h, w) heat maps for {len(frames)} frames, got {heat.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    H, W = frames.shape[1:3]
+    out = frames.copy()
+    for t, (frame, mask) in enumerate(zip(frames, heat)):
+        if np.isnan(mask).all():
+            continue
+        resized = cv2.resize(np.nan_to_num(mask, nan=0.0), (W, H), interpolation=cv2.INTER_LINEAR)  # [H, W]
+        levels = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
+        colour = cv2.cvtColor(cv2.applyColorMap(levels, colormap), cv2.COLOR_BGR2RGB)  # [H, W, 3]
+        out[t] = cv2.addWeighted(frame, 1.0 - alpha, colour, alpha, 0.0)
+    return out
