@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from stad.engine.infer import detect_source
-    from stad.engine.runner import inference_config, link_config, load_detector, load_two_stream, stream_spec
+    from stad.engine.runner import FRAME_MODELS, inference_config, link_config, load_detector, load_two_stream, stream_spec
     from stad.engine.train import resolve_device
     from stad.errors import StadError
     from stad.models.fusion import FusionWeights
@@ -49,6 +49,11 @@ def main(args: argparse.Namespace) -> int:
         if weights is not None:
             raise StadError("--fusion-weight needs --flow-checkpoint")
         model, cfg = load_detector(args.checkpoint, device=device)
+        if cfg.model.name in FRAME_MODELS:
+            raise StadError(
+                f"{args.checkpoint} holds a frame-level {cfg.model.name!r} model (online linking): "
+                f"run it with `stad stream {args.source} --checkpoint {args.checkpoint} --out DIR`"
+            )
         spec = stream_spec(cfg)
     if args.show_masks and not hasattr(model, "masks_from_features"):
         raise StadError(f"--show-masks needs a model that predicts attention masks (model.name: stado); {args.checkpoint} holds a {cfg.model.name!r} model")

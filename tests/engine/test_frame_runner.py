@@ -93,3 +93,7 @@ def test_train_and_test_cli_on_tiny_synth(tiny_synth, tmp_path, capsys):
     tubes = json.loads((tmp_path / "test" / "tubes.json").read_text())
     assert len(tubes) == 2
     assert all(len(t["boxes"]) >= 4 for ts in tubes.values() for t in ts)  # min_length from eval.options
+    video = next((tiny_synth / "rgb-images").iterdir())
+    capsys.readouterr()
+    assert cli_main(["detect", str(video), "--checkpoint", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "det")]) != 0
+    assert "frame-level 'keypoint' model (online linking): run it with `stad stream" in capsys.readouterr().err
