@@ -19,7 +19,6 @@ frame without a detection, i.e. ``max_gap = 0``), ``max_gap`` (5), ``iou_thresho
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -298,10 +297,9 @@ def test_frame_detector(
     has visibility, ``frame_mAP/vis<lo>-<hi>`` and ``video_mAP_occluded@<thr>`` (all from
     :func:`stad.engine.infer.evaluate_predictions`, shared with the tubelet path). Returns the metrics.
     """
-    from stad.engine.runner import format_report, load_detector
+    from stad.engine.runner import load_detector, write_report
     from stad.engine.train import resolve_device
     from stad.eval.predictions import write_frame_detections, write_tubes
-    from stad.eval.report import json_clean
 
     dev = resolve_device(device or cfg.train.device)
     model, ckpt_cfg = load_detector(checkpoint, device=dev)
@@ -323,16 +321,6 @@ def test_frame_detector(
     out.mkdir(parents=True, exist_ok=True)
     write_frame_detections(preds.frame_detections, out / "detections.csv")
     write_tubes(preds.tubes, out / "tubes.json")
-    report = {
-        "checkpoint": str(checkpoint),
-        "split": cfg.data.split,
-        "subset": cfg.eval.subset,
-        "videos": len(videos),
-        "frame_map": metrics["_frame"].to_json(),
-        "video_map": metrics["_video"].to_json(),
-        "metrics": {k: v for k, v in metrics.items() if not k.startswith("_")},
-    }
-    (out / "report.json").write_text(json.dumps(json_clean(report), indent=2, allow_nan=False))
-    (out / "report.md").write_text(format_report(metrics))
+    write_report(out, cfg, metrics, videos=len(videos), header={"checkpoint": str(checkpoint), "stream": "rgb"})
     return metrics
 

@@ -378,7 +378,6 @@ def test_from_config(
 
         return test_frame_detector(cfg, checkpoint, out_dir, device=device, progress=progress)
     from stad.engine.train import resolve_device
-    from stad.eval.report import json_clean
 
     dev = resolve_device(device or cfg.train.device)
     if flow_checkpoint is not None:
@@ -404,13 +403,25 @@ def test_from_config(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_predictions(preds, out)
-    report = {
+    header = {
         "checkpoint": str(checkpoint),
         **({"flow_checkpoint": str(flow_checkpoint), "fusion_weights": vars(model.weights)} if flow_checkpoint is not None else {}),
         "stream": spec.stream,
+    }
+    write_report(out, cfg, metrics, videos=len(videos), header=header)
+    return metrics
+
+
+def write_report(out: Path, cfg: Config, metrics: dict[str, Any], *, videos: int, header: dict[str, Any]) -> None:
+    """``out/report.json`` (``header``, split, subset, video count, frame-/video-mAP details, the occlusion metrics
+    when present and the flat ``metrics``; strict JSON) and ``out/report.md`` (:func:`format_report`)."""
+    from stad.eval.report import json_clean
+
+    report = {
+        **header,
         "split": cfg.data.split,
         "subset": cfg.eval.subset,
-        "videos": len(videos),
+        "videos": videos,
         "frame_map": metrics["_frame"].to_json(),
         "video_map": metrics["_video"].to_json(),
         **({"occlusion": metrics["_occlusion"].to_json()} if "_occlusion" in metrics else {}),
@@ -418,7 +429,6 @@ def test_from_config(
     }
     (out / "report.json").write_text(json.dumps(json_clean(report), indent=2, allow_nan=False))
     (out / "report.md").write_text(format_report(metrics))
-    return metrics
 
 
 def write_predictions(preds: SplitPredictions, out: Path) -> None:
