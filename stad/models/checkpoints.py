@@ -37,6 +37,7 @@ Dropped on purpose (never used by the original forward pass): ``backbone.base.le
 from __future__ import annotations
 
 import re
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -160,6 +161,18 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]
     model.load_state_dict(state_dict, strict=True)
 
 
+def read_weights_file(model: nn.Module, path: Path) -> Any:
+    """Open a weights file: a stad checkpoint (``{"model": state_dict, ...}``) is loaded strictly into ``model``
+    and None returned; anything else is returned as read, for the caller to recognise."""
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        load_state_dict_strict(model, obj["model"], source=str(path))
+        return None
+    return obj
+
+
 def load_moc_weights(model: nn.Module, path: str | Path, *, arch: str) -> str:
     """Load a weights file into a MOC model, recognising its layout.
 
@@ -173,11 +186,8 @@ def load_moc_weights(model: nn.Module, path: str | Path, *, arch: str) -> str:
         the recognised format: ``"stad"``, ``"moc_release"``, ``"centernet_coco"`` or ``"imagenet"``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        load_state_dict_strict(model, obj["model"], source=str(path))
+    obj = read_weights_file(model, path)
+    if obj is None:
         return "stad"
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         keys = [k[len("module."):] if k.startswith("module.") else k for k in obj["state_dict"]]

@@ -39,7 +39,7 @@ from torch import nn
 from stad.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from stad.errors import StadError
 from stad.models.backbones import DeconvNeck, DLAUpNeck, dla34, resnet18
-from stad.models.checkpoints import load_state_dict_strict, map_centernet_coco_state_dict
+from stad.models.checkpoints import load_state_dict_strict, map_centernet_coco_state_dict, read_weights_file
 from stad.models.decode import decode_moc, to_tubelets
 from stad.models.heads.moc import HEATMAP_BIAS_INIT, MOCOutputs, _branch
 from stad.models.losses import moc_losses
@@ -344,11 +344,8 @@ def load_keypoint_weights(model: KeypointDetector, path: str | Path, *, backbone
     """Load a weights file: a stad checkpoint (``{"model": ...}``, strict) or a CenterNet ``ctdet`` file
     (``{"state_dict": ...}`` or a bare state dict, :func:`load_centernet_weights`). Returns ``"stad"`` or ``"centernet"``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        load_state_dict_strict(model, obj["model"], source=str(path))
+    obj = read_weights_file(model, path)
+    if obj is None:
         return "stad"
     sd = obj["state_dict"] if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) else obj
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
