@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from stad.data.frames import write_jpeg
 from stad.engine.checkpoint import save_checkpoint
 from stad.engine.profile import STREAM_MODULES, ModuleTimer
 from stad.engine.stream import FrameSource, LatestFrameReader, StreamConfig, open_source, run_stream
+from stad.errors import StadError
 from stad.eval.predictions import read_tubes
 from stad.models.keypoint import FrameBoxes, TemporalCue, build_keypoint
 from stad.viz.video import read_video, write_video
@@ -176,3 +178,9 @@ def test_module_timer_table():
     table = timer.table(frames=10, wall=0.5)
     assert "| a | 0.300 | 30.00 | 75.0% | 33.3 |" in table
     assert "| **end to end (10 frames)** | 0.500 | 50.00 | | 20.0 |" in table
+
+
+@pytest.mark.skipif(Path("/dev/video7").exists(), reason="this machine has a camera 7")
+def test_a_missing_camera_is_a_clear_error():
+    with pytest.raises(StadError, match="camera 7 cannot be opened"):
+        open_source("7")  # a digit string is a camera index, as on the command line
