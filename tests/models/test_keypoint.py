@@ -19,6 +19,7 @@ from stad.models.keypoint import (
     build_keypoint,
     load_centernet_weights,
     load_keypoint_weights,
+    ssim_map,
 )
 from stad.models.registry import MODELS
 
@@ -80,6 +81,14 @@ def test_ssim_channel_is_kornias_map_and_one_for_identical_frames():
     assert got.mean() < 0.99  # the pair differs
     same = cue(normalise(current), normalise(current))
     torch.testing.assert_close(same, torch.ones_like(same), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("shape", "window"), [((2, 1, 64, 80), 7), ((1, 1, 9, 11), 3), ((3, 1, 40, 40), 11)])
+def test_ssim_map_equals_kornias(shape, window):
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(shape, generator=g)
+    y = (0.7 * x + 0.3 * torch.rand(shape, generator=g)).clamp(0, 1)
+    torch.testing.assert_close(ssim_map(x, y, window), ssim(x, y, window, max_val=1.0, eps=0.0), atol=2e-6, rtol=1e-5)
 
 
 def test_diff_and_prev_cues_on_a_hand_made_pair():
