@@ -58,6 +58,13 @@ def test_frame_map_cli(tmp_path, gt_path, capsys):
     rc = main(["eval", "frame-map", "--gt", str(gt_path), "--detections", str(tmp_path / "d.csv"),
                "--protocol", "yowo", "--json", str(out)])
     assert rc == 0 and json.loads(out.read_text())["per_class"]["jump"] == pytest.approx(0.5)
+    # class-agnostic: one "actor" class; the same 30 TPs and 1 FP over 40 GT boxes, ranked FP .95 first
+    rc = main(["eval", "frame-map", "--gt", str(gt_path), "--detections", str(tmp_path / "d.csv"), "--class-agnostic",
+               "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert rc == 0 and list(res["per_class"]) == ["actor"]
+    actor = sum(0.025 * (p0 + p1) / 2 for p0, p1 in zip([0] + [k / (k + 1) for k in range(1, 30)], [k / (k + 1) for k in range(1, 31)]))
+    assert res["mAP"] == pytest.approx(actor, abs=1e-6)
 
 
 def test_frame_map_cli_from_tubelets(tmp_path, gt_path):

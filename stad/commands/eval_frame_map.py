@@ -54,6 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--errors", action="store_true", help="also print the ACT error breakdown and frame-MABO (act only)")
     parser.add_argument("--by-visibility", action="store_true",
                         help="also frame-mAP per ground-truth visibility band (act only; needs visibility in --gt)")
+    parser.add_argument("--class-agnostic", action="store_true",
+                        help="actor AP: every label merged into one, detections of a frame merged by NMS at IoU 0.5")
     parser.set_defaults(func=main)
     return parser
 
@@ -79,6 +81,10 @@ def main(args: argparse.Namespace) -> int:
             raise StadError(f"{args.tubelets}: video {unknown[0]!r} is not in the ground truth")
         dets = tubelets_to_frame_detections(tf.tubelets, tf.videos)
         check_frame_detections(dets, gt, source=str(args.tubelets))
+    if args.class_agnostic:
+        from stad.eval.diagnostics import class_agnostic
+
+        gt, dets = class_agnostic(gt, dets)
     loaded = time.perf_counter()
     result = frame_map(gt, dets, split=args.split, iou=args.iou, protocol=args.protocol)
     print(frame_map_table(result))

@@ -363,7 +363,8 @@ def evaluate_predictions(
     result objects under ``"_frame"`` and ``"_video"``. When the ground truth has visibility (and
     ``occluded_below`` is not None) also ``frame_mAP/vis<lo>-<hi>`` per visibility band and
     ``video_mAP_occluded@<thr>`` on tubes with visibility below ``occluded_below`` on some frame
-    (:func:`stad.eval.diagnostics.occlusion_metrics`; the object under ``"_occlusion"``).
+    (:func:`stad.eval.diagnostics.occlusion_metrics`; the object under ``"_occlusion"``). Always ``actor_AP``, the
+    class-agnostic frame-AP, and with visibility ``actor_AP/vis<lo>-<hi>`` (:func:`stad.eval.diagnostics.actor_metrics`).
     """
     from dataclasses import replace
 
@@ -380,6 +381,11 @@ def evaluate_predictions(
         metrics[f"video_mAP@{key}"] = float(value)
     metrics["_frame"] = fres
     metrics["_video"] = vres
+    from stad.eval.diagnostics import actor_metrics
+
+    metrics.update(
+        actor_metrics(ann, preds.frame_detections, split=split, iou=frame_iou, by_visibility=occluded_below is not None)
+    )
     if ann.visibility is not None and occluded_below is not None:
         from stad.eval.diagnostics import occlusion_metrics
 

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from stad.errors import StadError
-from stad.eval.diagnostics import frame_ap_by_visibility, frame_ap_errors, frame_mabo, video_classification
+from stad.eval.diagnostics import (
+    actor_metrics,
+    class_agnostic,
+    frame_ap_by_visibility,
+    frame_ap_errors,
+    frame_mabo,
+    video_classification,
+)
 from stad.eval.frame_map import frame_map
 from stad.structures import Tube
 
@@ -88,3 +95,28 @@ def test_visibility_bands():
     # band 0.75-1: [frame 1 ignored], TP, FP -> 1
     assert res["0.75-1"]["mAP"] == pytest.approx(1.0)
     assert res["0.75-1"]["n_gt"] == 1
+
+
+def test_class_agnostic_merges_labels_and_duplicate_boxes():
+    gt = make_gt({"v": {0: [tube([1, 2], (0, 0, 9, 9))], 1: [tube([1, 2], (20, 20, 29, 29))]}}, labels=("a", "b"))
+    gt.visibility = {"v": {0: [np.array([1.0, 0.1])], 1: [np.array([1.0, 1.0])]}}
+    rows = [
+        ("v", 1, 1, 0.9, 0, 0, 9, 9),  # the actor of "a" found with the wrong action: a class-agnostic TP
+        ("v", 1, 0, 0.5, 0, 0, 9, 10),  # the same box with another label: merged away by the NMS
+        ("v", 1, 0, 0.8, 20, 20, 29, 29),  # actor of "b", wrong action: TP
+        ("v", 2, 0, 0.7, 40, 40, 49, 49),  # nobody there: FP
+        ("v", 2, 1, 0.6, 0, 0, 9, 9),  # the occluded actor of "a" (visibility 0.1): TP
+    ]
+    dets = make_dets(rows, ["v"])
+    assert frame_map(gt, dets).mAP < 0.1  # most right boxes have the wrong label
+    agnostic_gt, agnostic = class_agnostic(gt, dets)
+    assert agnostic_gt.labels == ["actor"] and len(agnostic_gt.gttubes["v"][0]) == 2
+    assert [len(v) for v in agnostic_gt.visibility["v"][0]] == [2, 2]
+    assert sorted(agnostic.score.tolist()) == [0.6, 0.7, 0.8, 0.9] and (agnostic.label == 0).all()
+    metrics = actor_metrics(gt, dets)
+    # ranked: TP .9, TP .8, FP .7, TP .6 (4 positives): precision/recall (1,.25) (1,.5) (2/3,.5) (.75,.75)
+    assert metrics["actor_AP"] == pytest.approx(frame_map(agnostic_gt, agnostic).mAP)
+    assert 0.5 < metrics["actor_AP"] < 0.75
+    # band 0-0.25 holds only the occluded box (frame 2 of "a"), found at rank 4 after one FP
+    assert metrics["actor_AP/vis0-0.25"] > 0 and metrics["actor_AP/vis0.75-1"] > metrics["actor_AP/vis0-0.25"]
+    assert "actor_AP/vis0-0.25" not in actor_metrics(gt, dets, by_visibility=False)
