@@ -121,11 +121,6 @@ class STADODetector(MOCDetector):
         return losses
 
     # -- inference -----------------------------------------------------------------------------------
-    def outputs_from_features(self, features: torch.Tensor) -> MOCOutputs:
-        """Head outputs of per-frame window features ``(B, K, C, h, w)``: attention, then MOC's head (used by
-        late fusion, :mod:`stad.models.fusion`)."""
-        return self.head(self.attention(features).features)
-
     @torch.no_grad()
     def detect_from_features(
         self, features: torch.Tensor, metas: Sequence[ClipMeta] | None = None, flip_features: torch.Tensor | None = None
