@@ -33,7 +33,7 @@ except the last, which includes 1.0.
 
 Actor AP (class-agnostic frame-AP, :func:`class_agnostic`, defined here): how well a model finds the actors,
 whatever their action. Every ground-truth tube becomes label 0 ("actor"); the detections of each frame are
-merged across classes by NMS (IoU 0.5, the highest score survives, as a class-agnostic detector would output)
+merged across classes by NMS (+1 IoU above 0.5, the highest score survives, as a class-agnostic detector would output)
 and relabelled 0; then frame-AP (and frame-AP per visibility band) is computed as above. On the synthetic
 benchmark, whose classes are defined by motion, it separates finding occluded actors from naming the action.
 """
@@ -228,9 +228,8 @@ def frame_ap_by_visibility(
 
 def class_agnostic(gt: TubeAnnotations, dets: FrameDetections, *, nms_iou: float = 0.5) -> tuple[TubeAnnotations, FrameDetections]:
     """The class-agnostic view of ground truth and detections (module docstring, "Actor AP"): one label
-    ``"actor"``; the detections of each frame merged across classes by NMS at ``nms_iou`` (torchvision's IoU)."""
-    import torch
-    from torchvision.ops import batched_nms
+    ``"actor"``; the detections of each frame merged across classes by NMS at ``nms_iou`` (ACT "+1" IoU)."""
+    from stad.tubes.nms import batched_frame_soft_nms
 
     def merge(per_video: dict[str, dict[int, list[np.ndarray]]] | None) -> dict[str, dict[int, list[np.ndarray]]] | None:
         if per_video is None:
@@ -243,11 +242,11 @@ def class_agnostic(gt: TubeAnnotations, dets: FrameDetections, *, nms_iou: float
     )
     if len(dets) == 0:
         return merged_gt, dets
-    frame_key = torch.from_numpy(dets.video.astype(np.int64) * (int(dets.frame.max()) + 1) + dets.frame.astype(np.int64))
-    keep = batched_nms(
-        torch.from_numpy(np.asarray(dets.boxes, np.float64)), torch.from_numpy(np.asarray(dets.score, np.float64)), frame_key, nms_iou
-    ).numpy()
-    keep.sort()
+    frame_key = dets.video.astype(np.int64) * (int(dets.frame.max()) + 1) + dets.frame.astype(np.int64)
+    scores = np.asarray(dets.score, np.float64)
+    # The soft NMS keeps weight exactly 1 for the boxes that no better box overlaps above the threshold and
+    # lowers every other one: those boxes are the ones a hard NMS keeps.
+    keep = np.flatnonzero(batched_frame_soft_nms(dets.boxes, scores, frame_key, threshold=nms_iou) == scores)
     merged = FrameDetections(
         videos=dets.videos, video=dets.video[keep], frame=dets.frame[keep], label=np.zeros(keep.size, dets.label.dtype),
         score=dets.score[keep], boxes=dets.boxes[keep],
