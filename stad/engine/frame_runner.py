@@ -32,7 +32,16 @@ from tqdm import tqdm
 from stad.config import Config
 from stad.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from stad.engine.infer import SplitPredictions, TubeletInferenceConfig, evaluate_predictions, preprocess_frames, read_act_frames
-from stad.engine.runner import AUGMENT_OPTIONS, FRAME_MODELS, LoadedData, _check_options, _video_thresholds, eval_videos, load_data
+from stad.engine.runner import (
+    AUGMENT_OPTIONS,
+    FRAME_MODELS,
+    LoadedData,
+    _check_options,
+    _video_thresholds,
+    eval_videos,
+    load_data,
+    train_dataloader,
+)
 from stad.errors import StadError
 from stad.structures import FrameDetections, TubeAnnotations
 from stad.tubes.link_online import OnlineLinker, OnlineLinkParams, TrackedTube
@@ -221,7 +230,6 @@ def build_frame_loader(cfg: Config, data: LoadedData, *, gap: int) -> DataLoader
     ``data.augment`` applies the augmentation of ``data.options`` (``AUGMENT_OPTIONS``) to both frames alike."""
     from stad.data.datasets import FrameDataset, collate_frames
     from stad.data.transforms import build_train_transform
-    from stad.engine.distributed import build_sampler, is_distributed
 
     d = cfg.data
     augment_options = {k: d.options[k] for k in AUGMENT_OPTIONS if k in d.options}
@@ -230,18 +238,7 @@ def build_frame_loader(cfg: Config, data: LoadedData, *, gap: int) -> DataLoader
         data.annotations, data.frames_root, split=d.split, subset="train", input_size=tuple(d.input_size), gap=gap,
         transform=transform, seed=cfg.train.seed,
     )
-    sampler = build_sampler(dataset, shuffle=True, seed=cfg.train.seed, drop_last=True) if is_distributed() else None
-    return DataLoader(
-        dataset,
-        batch_size=d.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=d.num_workers,
-        collate_fn=collate_frames,
-        drop_last=len(dataset) >= d.batch_size,
-        generator=torch.Generator().manual_seed(cfg.train.seed),
-        persistent_workers=d.num_workers > 0,
-    )
+    return train_dataloader(cfg, dataset, collate_frames)
 
 
 def make_frame_evaluator(cfg: Config, data: LoadedData) -> Callable[[torch.nn.Module, Any, torch.device], dict[str, float]]:

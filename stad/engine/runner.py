@@ -217,7 +217,6 @@ def build_train_loader(cfg: Config, data: LoadedData, *, mask_stride: int | None
     """
     from stad.data.datasets import TubeletClipDataset, collate_tubelets
     from stad.data.transforms import build_train_transform
-    from stad.engine.distributed import build_sampler, is_distributed
 
     d = cfg.data
     augment_options = {k: d.options[k] for k in AUGMENT_OPTIONS if k in d.options}
@@ -244,17 +243,25 @@ def build_train_loader(cfg: Config, data: LoadedData, *, mask_stride: int | None
         source = "boxes minus the stored occluder masks" if dataset.occluder_mask_dir else "the visible boxes (no occluder-masks folder)"
         pasted = " minus pasted occluders" if d.augment and augment_options.get("occlusion", 0) > 0 else ""
         print(f"STADO mask targets (stride {mask_stride}): {source}{pasted}", flush=True)
+    return train_dataloader(cfg, dataset, collate_tubelets)
+
+
+def train_dataloader(cfg: Config, dataset: Any, collate_fn: Callable[..., Any]) -> DataLoader:
+    """The shuffled, seeded training loader of ``dataset`` (a DistributedSampler under torchrun; full batches
+    only when the data set holds at least one), shared by the tubelet and the frame runners."""
+    from stad.engine.distributed import build_sampler, is_distributed
+
+    d = cfg.data
     sampler = build_sampler(dataset, shuffle=True, seed=cfg.train.seed, drop_last=True) if is_distributed() else None
-    generator = torch.Generator().manual_seed(cfg.train.seed)
     return DataLoader(
         dataset,
         batch_size=d.batch_size,
         shuffle=sampler is None,
         sampler=sampler,
         num_workers=d.num_workers,
-        collate_fn=collate_tubelets,
+        collate_fn=collate_fn,
         drop_last=len(dataset) >= d.batch_size,
-        generator=generator,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
         persistent_workers=d.num_workers > 0,
     )
 
