@@ -83,17 +83,20 @@ def run_demo(out_dir: str | Path = "demo_output", *, preset: str = "small", seed
         progress: show progress bars.
         log: where the report lines go.
     """
-    from stad.data.synthetic import SynthConfig, is_complete, load_annotations, render_dataset, summarize
+    from stad.data.synthetic import load_annotations, plan_dataset, render_dataset, summarize
 
     out = Path(out_dir)
-    cfg = SynthConfig.preset(preset, seed=seed)
     data_dir = out / f"synth-{preset}"
-    reused = is_complete(cfg, data_dir, layout="act")
+    plan = plan_dataset(data_dir, {"preset": preset, "seed": seed}, layout="act")  # never renders over a data set
+    reused = plan.action == "use"
     if reused:
         log(f"reusing the synthetic data set in {data_dir}")
         ann = load_annotations(data_dir)
     else:
-        log(f"rendering the synthetic '{preset}' preset ({cfg.videos} videos x {cfg.frames} frames, "
+        cfg = plan.config
+        assert cfg is not None
+        what = "resuming the interrupted rendering of" if plan.action == "resume" else "rendering"
+        log(f"{what} the synthetic '{preset}' preset ({cfg.videos} videos x {cfg.frames} frames, "
             f"{cfg.height}x{cfg.width}) into {data_dir}")
         ann = render_dataset(cfg, data_dir, layout="act", progress=progress)
 
@@ -101,7 +104,8 @@ def run_demo(out_dir: str | Path = "demo_output", *, preset: str = "small", seed
     summary = summarize(ann)
     log("statistics:")
     log(summary.format())
-    preview = write_preview(ann, data_dir, out / "preview.mp4", videos=preview_videos, fps=min(cfg.fps, 15))
+    fps = plan.config.fps if plan.config is not None else 30
+    preview = write_preview(ann, data_dir, out / "preview.mp4", videos=preview_videos, fps=min(fps, 15))
     log(f"preview with the ground-truth tubes: {preview}")
     result = DemoResult(dataset_dir=data_dir, reused=reused, summary=summary, problems=problems, preview=preview)
     if checkpoint is not None:

@@ -61,13 +61,15 @@ def config_from_args(args: argparse.Namespace):  # -> SynthConfig
 
 
 def main(args: argparse.Namespace) -> int:
-    from stad.data.synthetic import output_paths, render_dataset, summarize
+    from stad.data.synthetic import is_interrupted, output_paths, render_dataset, summarize
 
     cfg = config_from_args(args)
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise StadError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
+    if is_interrupted(cfg, out, layout=args.layout):
+        print(f"resuming the interrupted rendering in {out} (same settings)")
+    elif out.is_dir() and any(out.iterdir()):
         if not args.overwrite:
             raise StadError(f"--out {out} is not empty; pass --overwrite to replace a previous rendering")
         for path in output_paths(cfg, out):

@@ -39,7 +39,9 @@ Layouts written by :func:`render_dataset` (frames numbered from 1):
   ``face``), and empty ``<name>_{train,val}_excluded_timestamps.csv``. Keyframes are at 1 Hz: timestamp ``s``
   (whole seconds, ``s >= 1``) is frame ``s * fps + 1``; the AVA layout therefore needs ``frames >= 2 * fps + 1``
   (two keyframes), e.g. ``--frames 91`` for three.
-* ``<root>/synth.json``: the configuration, written last; its presence marks a complete data set.
+* ``<root>/synth.json``: the configuration, written last; its presence marks a complete data set. While a
+  rendering runs, ``<root>/synth.partial.json`` holds its configuration and the videos written so far, so that an
+  interrupted rendering is resumed (:func:`is_interrupted`) instead of mixed with other files.
 
 Randomness: one ``numpy.random.Generator(PCG64)`` per video, seeded with ``(seed, video_index)``, so a video does
 not depend on the other videos nor on their number, and the output is bit-identical for the same seed.
@@ -70,6 +72,8 @@ CLASS_NAMES: tuple[str, ...] = ("walk", "run", "jump", "squat", "wave", "flap", 
 IDLE_NAME = "stand"
 INTERACTION_NAMES: tuple[str, ...] = ("near", "approach", "face")
 LAYOUTS = ("act", "ava", "both")
+MARKER = "synth.json"  # written last: its presence marks a complete data set
+PARTIAL_MARKER = "synth.partial.json"  # present while a rendering runs: its settings and the videos written so far
 # Visibility bands for statistics: fully visible >= 0.95 > partly >= 0.5 > heavily occluded.
 VISIBILITY_BANDS: tuple[tuple[str, float, float], ...] = (
     ("fully visible (>= 0.95)", 0.95, 1.01),
@@ -859,7 +863,9 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
 
     Args:
         cfg: the configuration.
-        out_dir: root folder (created); existing files of the same names are overwritten.
+        out_dir: root folder (created); existing files of the same names are overwritten, except the videos that
+            an interrupted rendering of the same ``cfg`` and ``layout`` finished (resumed). Callers decide
+            whether a folder may be written (:func:`plan_dataset`, ``stad synth --overwrite``).
         layout: ``"act"``, ``"ava"`` or ``"both"`` (see the module docstring for the files).
         progress: show a tqdm progress bar.
 
@@ -869,9 +875,12 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
     _check_layout(cfg, layout)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    marker = root / "synth.json"
+    marker = root / MARKER
     if marker.exists():
         marker.unlink()  # incomplete until written again at the end
+    partial = root / PARTIAL_MARKER
+    done = _partial_done(partial, cfg, layout)  # videos of an interrupted rendering of the same settings
+    _write_partial(partial, cfg, layout, done)
     labels = list(cfg.classes)
     ann = TubeAnnotations(labels=labels, gttubes={}, nframes={}, resolution={}, train_videos=[[]],
                           test_videos=[[]], visibility={}, name=f"synth-{cfg.preset}")
@@ -885,7 +894,7 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
     for index in indices:
         video = render_video(cfg, index)
         name = video.name
-        for t, frame in enumerate(video.frames, start=1):
+        for t, frame in enumerate(video.frames if name not in done else [], start=1):
             act_path = root / "rgb-images" / name / f"{t:05d}.jpg"
             ava_path = root / "frames" / name / f"img_{t:05d}.jpg"
             if layout == "ava":
@@ -894,8 +903,11 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
             write_jpeg(act_path, frame, quality=cfg.jpeg_quality)
             if layout == "both":
                 _link_or_copy(act_path, ava_path)
-        if layout in ("act", "both"):
+        if layout in ("act", "both") and name not in done:
             write_occluder_masks(occluder_mask_path(root, name), video.occluder_masks)
+        if name not in done:
+            done.add(name)
+            _write_partial(partial, cfg, layout, done)
         tubes: dict[int, list[np.ndarray]] = {}
         vis: dict[int, list[np.ndarray]] = {}
         for actor in video.actors:
@@ -924,7 +936,33 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
     if layout in ("ava", "both"):
         _write_ava(ava_rows, ava_names, root / "annotations", cfg.name)
     marker.write_text(json.dumps({"config": cfg.to_json(), "layout": layout}, indent=1, sort_keys=True) + "\n")
+    partial.unlink()
     return ann
+
+
+def _partial_settings(partial: Path) -> dict | None:
+    """The settings and finished videos of an interrupted rendering (``synth.partial.json``), None if absent."""
+    if not partial.is_file():
+        return None
+    try:
+        saved = json.loads(partial.read_text())
+    except json.JSONDecodeError:
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def _partial_done(partial: Path, cfg: SynthConfig, layout: str) -> set[str]:
+    """Videos completely written by an interrupted rendering of the same ``cfg`` and ``layout`` (else none)."""
+    saved = _partial_settings(partial)
+    if saved is None or saved.get("config") != cfg.to_json() or saved.get("layout") != layout:
+        return set()
+    return {str(v) for v in saved.get("done", [])}
+
+
+def _write_partial(partial: Path, cfg: SynthConfig, layout: str, done: set[str]) -> None:
+    tmp = partial.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"config": cfg.to_json(), "layout": layout, "done": sorted(done)}, sort_keys=True) + "\n")
+    os.replace(tmp, partial)  # atomic: a kill never leaves a half-written list
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -965,7 +1003,7 @@ def _write_ava(rows: dict[str, list[str]], names: list[str], folder: Path, name:
 
 def is_complete(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act") -> bool:
     """Whether ``out_dir`` holds a complete rendering of ``cfg`` in ``layout`` (its ``synth.json`` matches)."""
-    marker = Path(out_dir) / "synth.json"
+    marker = Path(out_dir) / MARKER
     if not marker.is_file():
         return False
     try:
@@ -973,6 +1011,148 @@ def is_complete(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act") -
     except json.JSONDecodeError:
         return False
     return saved == {"config": cfg.to_json(), "layout": layout}
+
+
+def is_interrupted(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act") -> bool:
+    """Whether ``out_dir`` holds an interrupted rendering of ``cfg`` in ``layout``, which :func:`render_dataset`
+    resumes (the videos written completely are not written again; the result equals an uninterrupted run)."""
+    root = Path(out_dir)
+    saved = _partial_settings(root / PARTIAL_MARKER)
+    return (not (root / MARKER).is_file() and saved is not None
+            and saved.get("config") == cfg.to_json() and saved.get("layout") == layout)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A data set named by a training config: use what is on disk, render only into an empty folder
+# ----------------------------------------------------------------------------------------------------------------
+
+# data.options keys that describe a synthetic data set (``stad synth``'s options): what to render into an empty
+# folder, and what a data set already on disk must have when the config sets them.
+SYNTH_OPTIONS = ("preset", "seed", "videos", "frames", "size", "height", "width", "occlusion", "classes")
+
+
+def requested_settings(options: dict) -> dict[str, object]:
+    """The :class:`SynthConfig` fields that ``options`` (a config's ``data.options``) sets explicitly.
+
+    ``size`` is ``stad synth --size``: the height, with the width 4/3 of it. ``preset`` is compared with the preset
+    a data set was rendered from. Keys outside :data:`SYNTH_OPTIONS` are ignored (they are not about the data set).
+    """
+    out: dict[str, object] = {}
+    for key in SYNTH_OPTIONS:
+        if key not in options:
+            continue
+        value = options[key]
+        if key == "size":
+            out["height"], out["width"] = int(value), int(round(int(value) * 4 / 3))
+        elif key == "classes":
+            names = [c.strip() for c in value.split(",")] if isinstance(value, str) else list(value)
+            out["classes"] = [c for c in CLASS_NAMES if c in names] + [c for c in names if c not in CLASS_NAMES]
+        elif key == "occlusion":
+            out[key] = float(value)
+        elif key == "preset":
+            out[key] = str(value)
+        else:
+            out[key] = int(value)
+    return out
+
+
+def config_from_options(options: dict) -> SynthConfig:
+    """The data set a config asks for: ``options["preset"]`` (default ``small``) with the other
+    :data:`SYNTH_OPTIONS` as overrides (e.g. ``{"preset": "small", "videos": 240, "frames": 91}``)."""
+    settings = requested_settings(options)
+    preset = str(settings.pop("preset", "small"))
+    if "classes" in settings:
+        settings["classes"] = tuple(settings["classes"])  # type: ignore[arg-type]
+    return SynthConfig.preset(preset, **settings)
+
+
+def _read_marker(path: Path) -> dict:
+    try:
+        saved = json.loads(path.read_text())
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) or "layout" not in saved:
+            raise ValueError("expected {'config': {...}, 'layout': ...}")
+    except (OSError, ValueError) as err:
+        raise StadError(f"{path}: cannot read the synthetic data set's settings ({err})") from None
+    return saved
+
+
+def _layout_has(saved_layout: str, layout: str) -> bool:
+    return saved_layout == layout or saved_layout == "both"
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """What :func:`plan_dataset` found in a data set folder.
+
+    Attributes:
+        action: ``use`` (a complete data set, read as it is), ``render`` (empty or missing folder) or
+            ``resume`` (an interrupted rendering of the same settings, finished by :func:`render_dataset`).
+        config: the settings on disk (``use``) or to render.
+        layout: the layout on disk or to render.
+    """
+
+    action: str
+    config: SynthConfig | None
+    layout: str
+
+
+def plan_dataset(root: str | Path, options: dict, *, layout: str = "act") -> DatasetPlan:
+    """Decide what to do with the synthetic data set folder ``root`` that a config names. Reads, never writes.
+
+    * ``root/synth.json`` present: the data set is used as it is, whatever ``options`` would render; only the
+      settings that ``options`` sets explicitly (:func:`requested_settings`) must match it, and it must hold
+      ``layout`` (``both`` holds either).
+    * ``root/synth.partial.json`` present: a rendering was interrupted; it is resumed when its settings are
+      those of ``options`` and ``layout``.
+    * ``root`` missing or empty: it is rendered from ``options`` (:func:`config_from_options`).
+
+    Raises:
+        StadError: a mismatch (naming the setting, the value asked for and the value on disk), a data set
+            without ``layout``, an interrupted rendering of other settings, or a folder that holds other files.
+    """
+    root = Path(root)
+    if (root / MARKER).is_file():
+        saved = _read_marker(root / MARKER)
+        on_disk = saved["config"]
+        for key, value in requested_settings(options).items():
+            have = on_disk.get(key)
+            if have != value:
+                raise StadError(
+                    f"config asks for the synthetic data set setting {key}={value!r} (data.options) but {root} holds "
+                    f"a data set with {key}={have!r} ({root / MARKER}); drop the key from data.options to use it as "
+                    f"it is, point data.root at another folder, or re-render it with `stad synth ... --overwrite`"
+                )
+        if not _layout_has(saved["layout"], layout):
+            raise StadError(
+                f"{root} holds the synthetic data set in the {saved['layout']!r} layout, this model needs the "
+                f"{layout!r} layout; render it with `stad synth --layout both --out {root} --overwrite` (same options)"
+            )
+        try:
+            config = SynthConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in on_disk.items()})
+        except (TypeError, StadError):
+            config = None  # written by another stad version: used as it is, its settings only reported
+        return DatasetPlan("use", config, saved["layout"])
+    wanted = config_from_options(options)
+    _check_layout(wanted, layout)
+    if is_interrupted(wanted, root, layout=layout):
+        return DatasetPlan("resume", wanted, layout)
+    if (root / PARTIAL_MARKER).is_file():
+        saved = _read_marker(root / PARTIAL_MARKER)
+        theirs, ours = saved["config"], {**wanted.to_json(), "layout": layout}
+        theirs = {**theirs, "layout": saved["layout"]}
+        diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        raise StadError(
+            f"{root} holds an interrupted rendering of other settings ("
+            + ", ".join(f"{k}={theirs.get(k)!r}" for k in diff) + f" in {root / PARTIAL_MARKER}; the config asks for "
+            + ", ".join(f"{k}={ours.get(k)!r}" for k in diff)
+            + "); finish it with the same options or replace it with `stad synth ... --overwrite`"
+        )
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise StadError(
+            f"{root} is not empty and holds no synthetic data set ({MARKER} missing); stad renders only into an "
+            f"empty folder: point data.root at a new folder, or render into this one with `stad synth --out {root} --overwrite`"
+        )
+    return DatasetPlan("render", wanted, layout)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1060,4 +1240,4 @@ def output_paths(cfg: SynthConfig, out_dir: str | Path) -> list[Path]:
     """The files and folders :func:`render_dataset` writes directly under ``out_dir`` (any layout)."""
     root = Path(out_dir)
     return [root / "rgb-images", root / "frames", root / "annotations", root / OCCLUDER_MASK_DIR, root / f"{cfg.name}-GT.pkl",
-            root / f"{cfg.name}-visibility.pkl", root / "synth.json"]
+            root / f"{cfg.name}-visibility.pkl", root / MARKER, root / PARTIAL_MARKER]

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from stad.config import Config, DataConfig, config_from_dict
+from stad.data.synthetic import SYNTH_OPTIONS
 from stad.engine.infer import (
     LinkConfig,
     SplitPredictions,
@@ -38,26 +39,23 @@ class LoadedData:
     frames_root: Path
 
 
-def load_data(data: DataConfig) -> LoadedData:
+def load_data(data: DataConfig, *, progress: bool = True) -> LoadedData:
     """Read the ground truth named by ``data`` (``kind`` act, custom or synthetic).
 
     * ``act``: ``gt_file`` is an ACT pickle, frames under ``root`` (default: the pickle's folder);
     * ``custom``: ``gt_file`` is stad's JSON format (docs/custom_format.md), frames in the ACT layout under
       ``root`` (default: the JSON's folder);
-    * ``synthetic``: ``root`` holds a data set written by ``stad synth``; if it is missing it is rendered
-      first from ``data.options`` (``preset``, default ``small``; ``seed``, default 0).
+    * ``synthetic``: ``root`` holds a data set written by ``stad synth`` (or by an earlier run), used as it is;
+      only when the folder is empty or missing is it rendered, from ``data.options`` (``preset``, default
+      ``small``, and the ``stad synth`` settings ``seed``, ``videos``, ``frames``, ``size``/``height``/``width``,
+      ``occlusion``, ``classes``). Settings that ``data.options`` sets must match the data set on disk
+      (:func:`stad.data.synthetic.plan_dataset`); an interrupted rendering of the same settings is resumed.
     """
     _check_options(data.options, (*DATA_OPTIONS, *AUGMENT_OPTIONS), "data.options")
     if data.kind == "synthetic":
-        from stad.data.synthetic import SynthConfig, is_complete, load_annotations, render_dataset
+        from stad.data.synthetic import load_annotations
 
-        if not data.root:
-            raise StadError("config key 'data.root' must name the synthetic data set's folder")
-        root = Path(data.root)
-        synth = SynthConfig.preset(str(data.options.get("preset", "small")), seed=int(data.options.get("seed", 0)))
-        if not is_complete(synth, root):
-            print(f"rendering the synthetic '{data.options.get('preset', 'small')}' preset into {root} ...", flush=True)
-            render_dataset(synth, root, progress=True)
+        root = ensure_synthetic(data, layout="act", progress=progress)
         return LoadedData(load_annotations(root), root)
     if not data.gt_file:
         raise StadError(f"config key 'data.gt_file' must name the ground-truth file for data.kind={data.kind!r}")
@@ -74,11 +72,32 @@ def load_data(data: DataConfig) -> LoadedData:
     raise StadError(f"data.kind={data.kind!r} is not a tubelet data set (use act, custom or synthetic)")
 
 
+def ensure_synthetic(data: DataConfig, *, layout: str, progress: bool = True) -> Path:
+    """The synthetic data set folder ``data.root``, rendered (or resumed) first when it holds none; see
+    :func:`load_data`. Under torchrun every process checks the folder, one renders, the others wait."""
+    from stad.data.synthetic import plan_dataset, render_dataset
+    from stad.engine.distributed import barrier, is_main_process
+
+    if not data.root:
+        raise StadError("config key 'data.root' must name the synthetic data set's folder")
+    root = Path(data.root)
+    plan = plan_dataset(root, data.options, layout=layout)
+    barrier()  # every process has looked at the folder before one starts writing to it
+    if plan.action != "use" and is_main_process():
+        assert plan.config is not None
+        what = "resuming the interrupted rendering of" if plan.action == "resume" else "rendering"
+        print(f"{what} the synthetic '{plan.config.preset}' data set ({plan.config.videos} videos x "
+              f"{plan.config.frames} frames, {plan.config.height}x{plan.config.width}, {layout} layout) into {root} ...", flush=True)
+        render_dataset(plan.config, root, layout=layout, progress=progress)
+    barrier()
+    return root
+
+
 # model.name values trained and tested frame by frame by stad.engine.frame_runner (not tubelet detectors).
 FRAME_MODELS = ("keypoint",)
 
 # Keys of data.options and eval.options that the tubelet runner reads; any other key is a typo and an error.
-DATA_OPTIONS = ("preset", "seed", "window_stride", "stream", "flow_frames", "flow_method", "occluder_masks")
+DATA_OPTIONS = (*SYNTH_OPTIONS, "window_stride", "stream", "flow_frames", "flow_method", "occluder_masks")
 INFER_OPTIONS = ("window_batch", "frame_chunk", "reuse_features", "flip", "channels_last", "max_videos")
 
 
