@@ -1027,14 +1027,16 @@ def is_interrupted(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
 # ----------------------------------------------------------------------------------------------------------------
 
 # data.options keys that describe a synthetic data set (``stad synth``'s options): what to render into an empty
-# folder, and what a data set already on disk must have when the config sets them.
-SYNTH_OPTIONS = ("preset", "seed", "videos", "frames", "size", "height", "width", "occlusion", "classes")
+# folder, and what a data set already on disk must have when the config sets them. ``synth_occlusion`` is
+# ``stad synth --occlusion`` (``occlusion`` is the occlusion *augmentation* rate of the training transform).
+SYNTH_OPTIONS = ("preset", "seed", "videos", "frames", "size", "height", "width", "synth_occlusion", "classes")
 
 
 def requested_settings(options: dict) -> dict[str, object]:
     """The :class:`SynthConfig` fields that ``options`` (a config's ``data.options``) sets explicitly.
 
-    ``size`` is ``stad synth --size``: the height, with the width 4/3 of it. ``preset`` is compared with the preset
+    ``size`` is ``stad synth --size``: the height, with the width 4/3 of it; ``synth_occlusion`` is ``--occlusion``
+    (the field ``occlusion``). ``preset`` is compared with the preset
     a data set was rendered from. Keys outside :data:`SYNTH_OPTIONS` are ignored (they are not about the data set).
     """
     out: dict[str, object] = {}
@@ -1047,8 +1049,8 @@ def requested_settings(options: dict) -> dict[str, object]:
         elif key == "classes":
             names = [c.strip() for c in value.split(",")] if isinstance(value, str) else list(value)
             out["classes"] = [c for c in CLASS_NAMES if c in names] + [c for c in names if c not in CLASS_NAMES]
-        elif key == "occlusion":
-            out[key] = float(value)
+        elif key == "synth_occlusion":
+            out["occlusion"] = float(value)
         elif key == "preset":
             out[key] = str(value)
         else:
