@@ -2,7 +2,7 @@
 
 For a video of ``T`` frames MOC decodes one K-frame window per start frame (``T - K + 1`` windows). Without feature
 reuse every window runs the backbone on its K frames (K backbone passes per frame); with reuse
-(:func:`stad.engine.infer.detect_video_tubelets`, the default) every frame's backbone + neck features are computed
+(:func:`stad.engine.families.tubelet.detect_video_tubelets`, the default) every frame's backbone + neck features are computed
 once and kept in a rolling buffer for the K windows that contain it. Each configuration also runs with the input in
 ``torch.channels_last`` memory format. Timed: preprocessing, backbone, neck, heads and decoding of every window
 (tube linking is timed separately in bench_tubes.py). Random weights (the speed does not depend on them).
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from stad.config import ModelConfig
-from stad.engine.infer import TubeletInferenceConfig, detect_video_tubelets
+from stad.engine.families.tubelet import TubeletInferenceConfig, detect_video_tubelets
 from stad.models.moc import build_moc
 
 

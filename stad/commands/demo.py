@@ -120,8 +120,9 @@ def detect_and_evaluate(ann, data_dir: Path, out: Path, *, checkpoint: str | Pat
     """Run ``checkpoint`` on the test videos of split 1, print frame-/video-mAP, write predictions and a video."""
     import time
 
-    from stad.engine.infer import evaluate_predictions, predict_videos
-    from stad.engine.runner import format_report, inference_config, link_config, load_detector, write_predictions
+    from stad.engine.families.common import format_report, load_detector
+    from stad.engine.families.tubelet import inference_config, link_config, predict_videos, write_predictions
+    from stad.engine.infer import evaluate_predictions
     from stad.engine.train import resolve_device
     from stad.errors import StadError
 

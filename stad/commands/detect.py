@@ -35,8 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from stad.engine.infer import detect_source
-    from stad.engine.runner import FRAME_MODELS, inference_config, link_config, load_detector, load_two_stream, stream_spec
+    from stad.engine.families import family_name
+    from stad.engine.families.common import load_detector
+    from stad.engine.families.tubelet import detect_source, inference_config, link_config, load_two_stream, stream_spec
     from stad.engine.train import resolve_device
     from stad.errors import StadError
     from stad.models.fusion import FusionWeights
@@ -49,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
         if weights is not None:
             raise StadError("--fusion-weight needs --flow-checkpoint")
         model, cfg = load_detector(args.checkpoint, device=device)
-        if cfg.model.name in FRAME_MODELS:
+        if family_name(cfg.model.name) == "frame":
             raise StadError(
                 f"{args.checkpoint} holds a frame-level {cfg.model.name!r} model (online linking): "
                 f"run it with `stad stream {args.source} --checkpoint {args.checkpoint} --out DIR`"

@@ -37,8 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from stad.engine.frame_runner import online_link_options
-    from stad.engine.runner import load_detector
+    from stad.engine.families.common import load_detector
+    from stad.engine.families.frame import online_link_options
     from stad.engine.stream import StreamConfig, open_source, run_stream
     from stad.engine.train import resolve_device
     from stad.errors import StadError

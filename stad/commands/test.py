@@ -45,6 +45,6 @@ def main(args: argparse.Namespace) -> int:
 
         weights = FusionWeights.uniform(args.fusion_weight)
     metrics = test_from_config(cfg, args.checkpoint, out, device=args.device, flow_checkpoint=args.flow_checkpoint, fusion_weights=weights)
-    print(format_report(metrics))
+    print(format_report(cfg, metrics))
     print(f"predictions and report written to {out}")
     return 0

@@ -5,7 +5,7 @@ The flow stream of ACT (Kalogeiton et al., ICCV 2017) and MOC (Li et al., ECCV 2
 stacked on the channel axis, the indices clamped to ``T`` at the video end (MOC-Detector
 ``src/datasets/sample/sampler.py``: ``flowfile(v, min(frame + i, nframes))``). This module builds
 exactly the per-frame inputs that :class:`stad.data.datasets.TubeletClipDataset` builds for its
-clips, as streams, so that inference (``stad.engine.infer``) reuses each frame's features:
+clips, as streams, so that inference (``stad.engine.families.tubelet``) reuses each frame's features:
 
     rgb   : (H0, W0, 3)                   RGB frame f
     flow  : (H0, W0, 3 * F)               flow images f .. f + F - 1 (clamped), channels (x, y, magnitude) each

@@ -1,6 +1,6 @@
 """Online action detection on a stream: decode, temporal cue, detect, link, draw and write frame by frame.
 
-Flow per frame (the KORSAL pipeline; every stage timed by :class:`stad.engine.profile.ModuleTimer`)::
+Flow per frame (the KORSAL pipeline; every stage timed by :class:`stad.engine.timing.ModuleTimer`)::
 
     source (video file via PyAV / frame folder / camera via OpenCV) ──decode──▶ (H0, W0, 3) uint8 RGB
         ──preprocess (resize + normalise)──▶ (1, 3, H, W) ──temporal cue with the frame `gap` earlier──▶
@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import torch
 
-from stad.engine.profile import ModuleTimer
+from stad.engine.timing import ModuleTimer
 from stad.errors import StadError
 from stad.tubes.link_online import LiveTube, OnlineLinker, TrackedTube
 

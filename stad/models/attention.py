@@ -12,7 +12,7 @@ the actors. Written from the issue's description (no published code was used)::
               = F * (1 + M)      ("residual": the features are never switched off)
 
 The module works on clips of ``K`` frames of features, so a detector that caches per-frame features (streaming
-inference, ``stad.engine.infer``) applies it per window with no change; without the temporal mixing every
+inference, ``stad.engine.families.tubelet``) applies it per window with no change; without the temporal mixing every
 frame's mask depends on that frame only.
 """
 

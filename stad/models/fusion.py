@@ -12,7 +12,7 @@ streams separately and fuses their head outputs before decoding:
     ──decode_moc + to_tubelets──▶ list[Tubelets]
 
 :class:`TwoStreamDetector` exposes ``K``, ``frame_features`` and ``detect_from_features`` like
-:class:`stad.models.moc.MOCDetector`, so :mod:`stad.engine.infer` (per-frame feature reuse, flip test) runs
+:class:`stad.models.moc.MOCDetector`, so :mod:`stad.engine.families.tubelet` (per-frame feature reuse, flip test) runs
 it unchanged; its input frames are the RGB channels followed by the flow channels
 (:mod:`stad.data.streams`, stream ``"fused"``). Each stream model needs ``K``, ``num_classes``, ``stride``,
 ``top_n``, ``frame_features``, ``neck.out_channels`` and ``head(features (B, K, C, h, w)) -> MOCOutputs``

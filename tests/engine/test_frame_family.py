@@ -11,7 +11,7 @@ import yaml
 
 from stad.cli import main as cli_main
 from stad.data.datasets import IMAGENET_MEAN, IMAGENET_STD
-from stad.engine.frame_runner import FrameInferenceConfig, detect_video_frames, frame_detections_of, online_link_options
+from stad.engine.families.frame import FrameInferenceConfig, detect_video_frames, frame_detections_of, online_link_options
 from stad.errors import StadError
 from stad.models.keypoint import FrameBoxes
 

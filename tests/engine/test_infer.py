@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from stad.config import ModelConfig
-from stad.engine.infer import TubeletInferenceConfig, detect_video_tubelets, link_predictions, read_source
+from stad.engine.families.tubelet import TubeletInferenceConfig, detect_video_tubelets, link_predictions
+from stad.engine.infer import read_source
 from stad.errors import StadError
 from stad.models.moc import build_moc
 

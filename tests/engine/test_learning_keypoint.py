@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from stad.config import config_from_dict
-from stad.engine.frame_runner import make_frame_evaluator, resolve_frame_model_config
-from stad.engine.runner import load_data, train_from_config
+from stad.engine.families.frame import FAMILY
+from stad.engine.runner import make_evaluator, train_from_config
 from stad.engine.train import seed_everything
 from stad.models.registry import build_model
 
@@ -34,10 +34,10 @@ def test_keypoint_learns_on_the_tiny_synthetic_set(tiny_synth, tmp_path):
                   "val_every": 0, "output_dir": str(tmp_path / "run")},
         "eval": {"video_ious": [0.2, 0.5], "options": {"min_length": 4}},
     })
-    data = load_data(cfg.data)
-    resolved = resolve_frame_model_config(cfg, data.annotations)
+    data = FAMILY.load_data(cfg)
+    resolved = FAMILY.resolve_model_config(cfg, data)
     on_train_videos = dataclasses.replace(resolved, eval=dataclasses.replace(resolved.eval, subset="train"))
-    evaluate = make_frame_evaluator(on_train_videos, data)
+    evaluate = make_evaluator(on_train_videos, data)
 
     seed_everything(0)
     untrained = evaluate(build_model(resolved.model), None, torch.device("cpu"))

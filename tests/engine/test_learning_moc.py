@@ -13,7 +13,8 @@ import dataclasses
 import pytest
 import torch
 
-from stad.engine.runner import load_data, make_evaluator, resolve_model_config, train_from_config
+from stad.engine.families.tubelet import FAMILY
+from stad.engine.runner import make_evaluator, train_from_config
 from stad.engine.train import seed_everything
 from stad.models.registry import build_model
 from tests.conftest import tiny_moc_config
@@ -24,8 +25,8 @@ EPOCHS = 40  # 12 steps of 4 clips each; about 2 minutes on 2 CPU cores
 @pytest.mark.slow
 def test_moc_learns_on_the_tiny_synthetic_set(tiny_synth, tmp_path):
     cfg = tiny_moc_config(tiny_synth, tmp_path / "run", epochs=EPOCHS, scheduler="cosine", warmup_iters=10)
-    data = load_data(cfg.data)
-    resolved = resolve_model_config(cfg, data.annotations)
+    data = FAMILY.load_data(cfg)
+    resolved = FAMILY.resolve_model_config(cfg, data)
     on_train_videos = dataclasses.replace(resolved, eval=dataclasses.replace(resolved.eval, subset="train"))
     evaluate = make_evaluator(on_train_videos, data)
 

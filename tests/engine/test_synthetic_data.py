@@ -18,7 +18,7 @@ from stad.data.synthetic import (
     plan_dataset,
     render_dataset,
 )
-from stad.engine.runner import load_data
+from stad.engine.families.common import load_data
 from stad.errors import StadError
 from tests.conftest import tiny_moc_config
 
@@ -62,12 +62,19 @@ def test_an_explicit_setting_that_the_data_set_lacks_is_an_error_naming_both(tmp
     for options, match in [({"preset": "small"}, r"preset='small'.*preset='tiny'"),
                            ({"preset": "tiny", "seed": 3}, r"seed=3.*seed=0"),
                            ({"videos": 5}, r"videos=5.*videos=2"),
-                           ({"size": 120}, r"height=120.*height=96")]:
+                           ({"size": 120}, r"height=120.*height=96"),
+                           ({"synth_occlusion": 0.9}, r"occlusion=0.9.*occlusion=0.35")]:
         cfg = tiny_moc_config(data, tmp_path / "run").data
         cfg.options = options
         with pytest.raises(StadError, match=match):
             load_data(cfg)
     assert _snapshot(data) == before
+
+
+def test_the_occlusion_augmentation_rate_is_not_a_data_set_setting(tmp_path):
+    data = tmp_path / "tiny"
+    render_dataset(SynthConfig.preset("tiny", videos=2), data)
+    assert plan_dataset(data, {"preset": "tiny", "occlusion": 0.5}).action == "use"
 
 
 def test_matching_explicit_settings_are_accepted(tmp_path):
@@ -166,7 +173,7 @@ def test_a_data_set_without_the_needed_layout_is_an_error(tmp_path):
 
 
 def test_config_from_options_applies_the_stad_synth_settings():
-    cfg = config_from_options({"preset": "occluded", "videos": 7, "frames": 91, "size": 90, "occlusion": 0.5,
+    cfg = config_from_options({"preset": "occluded", "videos": 7, "frames": 91, "size": 90, "synth_occlusion": 0.5,
                                "classes": ["wave", "walk"], "seed": 4})
     assert (cfg.preset, cfg.videos, cfg.frames, cfg.height, cfg.width, cfg.occlusion, cfg.classes, cfg.seed) == (
         "occluded", 7, 91, 90, 120, 0.5, ("walk", "wave"), 4)

@@ -14,8 +14,8 @@ from stad.cli import main
 from stad.config import config_to_dict
 from stad.data.datasets import normalize_clip
 from stad.data.streams import StreamSpec
-from stad.engine.infer import TubeletInferenceConfig, flip_input
-from stad.engine.runner import resolve_model_config
+from stad.engine.families.common import LoadedData
+from stad.engine.families.tubelet import TubeletInferenceConfig, flip_input, resolve_model_config
 from stad.errors import StadError
 from tests.conftest import tiny_moc_config
 
@@ -45,7 +45,7 @@ def test_in_chans_follows_the_stream_and_a_contradiction_is_an_error(tiny_synth,
 
     from stad.data.synthetic import load_annotations
 
-    ann = load_annotations(tiny_synth)
+    ann = LoadedData(load_annotations(tiny_synth), tiny_synth)
     cfg = tiny_moc_config(tiny_synth, tmp_path)
     flow_cfg = replace(cfg, data=replace(cfg.data, options={**cfg.data.options, "stream": "flow", "flow_frames": 3}))
     assert resolve_model_config(flow_cfg, ann).model.options["in_chans"] == 9
@@ -127,7 +127,8 @@ def test_detect_computes_flow_on_the_fly(two_runs, tmp_path, capsys):
     assert (tmp_path / "fused" / f"{frames.name}_tubes.json").is_file()
     # flow on the fly gives the detections of the stored flow (same bytes): compare with stad test's tubelets
     from stad.data.streams import combine_streams, flow_images_from_frames, read_stream_frames
-    from stad.engine.infer import detect_video_tubelets, read_source
+    from stad.engine.families.tubelet import detect_video_tubelets
+    from stad.engine.infer import read_source
     from stad.engine.runner import load_detector
 
     model, _ = load_detector(flow)
@@ -143,7 +144,7 @@ def test_detect_computes_flow_on_the_fly(two_runs, tmp_path, capsys):
 
 
 def test_flow_augmentation_options():
-    from stad.engine.runner import flow_augment_options
+    from stad.engine.families.tubelet import flow_augment_options
 
     assert flow_augment_options(StreamSpec("rgb"), {}) == {}
     opts = flow_augment_options(StreamSpec("flow", 2), {"expand": False})

@@ -122,7 +122,7 @@ def test_a_few_steps_lower_the_losses_on_a_tiny_batch() -> None:
 
 @pytest.mark.parametrize("temporal", [False, True])
 def test_streaming_with_feature_reuse_equals_recomputing(temporal: bool) -> None:
-    from stad.engine.infer import FrameMaskCollector, TubeletInferenceConfig, detect_video_tubelets
+    from stad.engine.families.tubelet import FrameMaskCollector, TubeletInferenceConfig, detect_video_tubelets
 
     torch.manual_seed(0)
     model = build_stado(_cfg(temporal=temporal)).eval()
@@ -149,13 +149,14 @@ def test_streaming_with_feature_reuse_equals_recomputing(temporal: bool) -> None
 
 
 def _preprocess(frames: np.ndarray) -> torch.Tensor:
-    from stad.engine.infer import TubeletInferenceConfig, preprocess_frames
+    from stad.engine.families.tubelet import TubeletInferenceConfig
+    from stad.engine.infer import preprocess_frames
 
     return preprocess_frames(frames, TubeletInferenceConfig(input_size=(64, 64)))
 
 
 def test_masks_need_a_mask_model() -> None:
-    from stad.engine.infer import FrameMaskCollector, detect_video_tubelets
+    from stad.engine.families.tubelet import FrameMaskCollector, detect_video_tubelets
 
     moc = build_moc(_cfg(name="moc")).eval()
     frames = np.zeros((4, 32, 32, 3), np.uint8)
