@@ -129,12 +129,14 @@ class TrainConfig:
 
     Attributes:
         epochs: number of training epochs.
-        optimizer: ``adamw`` or ``sgd`` (``momentum`` applies to sgd only).
+        optimizer: ``adamw``, ``adam`` or ``sgd`` (``momentum`` and ``nesterov`` apply to sgd only).
         lr: peak learning rate (after warm-up).
         weight_decay: decoupled (AdamW) or L2 (SGD) weight decay on all parameters.
         momentum: SGD momentum.
-        scheduler: ``cosine`` (to 0 over all iterations), ``step`` (x ``gamma`` at each epoch in
-            ``milestones``) or ``none``; updated every iteration.
+        nesterov: SGD with Nesterov momentum.
+        scheduler: ``cosine`` (to 0 over all iterations), ``warmup_cosine`` (STEP's: the warm-up, then a cosine
+            to 0 over the remaining iterations), ``step`` (x ``gamma`` at each epoch in ``milestones``) or
+            ``none``; updated every iteration.
         warmup_iters: linear warm-up iterations from ``warmup_factor * lr`` to ``lr`` (0 = none).
         warmup_factor: learning-rate factor at iteration 0 of the warm-up.
         milestones: epochs (0-based, increasing) at which the ``step`` scheduler multiplies by ``gamma``.
@@ -154,11 +156,12 @@ class TrainConfig:
     """
 
     epochs: int = 12
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = 5e-4
     weight_decay: float = 0.0
     momentum: float = 0.9
-    scheduler: Literal["cosine", "step", "none"] = "step"
+    nesterov: bool = False
+    scheduler: Literal["cosine", "warmup_cosine", "step", "none"] = "step"
     warmup_iters: int = 0
     warmup_factor: float = 0.001
     milestones: list[int] = field(default_factory=list)

@@ -33,6 +33,8 @@ Learning-rate schedule (per iteration ``i`` of ``S`` in total, ``E`` iterations 
     main(i) = 0.5 * (1 + cos(pi * i / S))                    cosine
             = gamma ** #{m in milestones : m <= i // E}        step (milestones in epochs)
             = 1                                                none
+    lr(i) = lr * warmup(i)                                    warmup_cosine, i < warmup_iters (STEP's schedule)
+          = lr * 0.5 * (1 + cos(pi * (i - W) / (S - W)))      warmup_cosine, after (W = warmup_iters)
 """
 
 from __future__ import annotations
@@ -146,16 +148,25 @@ def autocast_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD (with ``momentum``) over the parameters that require gradients, with
-    ``cfg.lr`` and ``cfg.weight_decay``."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW, Adam or SGD (with ``momentum``, ``nesterov``) over the parameters that require gradients.
+
+    A model with ``param_groups(lr, weight_decay) -> list[dict]`` (STEP's per-layer learning rates) gets those
+    groups, each with its own ``lr`` / ``weight_decay`` derived from ``cfg.lr`` and ``cfg.weight_decay``; other
+    models get one group with ``cfg.lr`` and ``cfg.weight_decay``. The schedule scales every group alike.
+    """
+    if hasattr(model, "param_groups"):
+        params: list[Any] = [g for g in model.param_groups(cfg.lr, cfg.weight_decay) if g["params"]]
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise StadError(f"{type(model).__name__} has no trainable parameters")
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    raise StadError(f"train.optimizer must be adamw or sgd, got {cfg.optimizer!r}")
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    raise StadError(f"train.optimizer must be adamw, adam or sgd, got {cfg.optimizer!r}")
 
 
 def lr_factor(
@@ -174,6 +185,11 @@ def lr_factor(
     if step < warmup_iters:
         alpha = step / warmup_iters
         warmup = warmup_factor + (1.0 - warmup_factor) * alpha
+    if scheduler == "warmup_cosine":  # STEP's WarmupCosineLR: the cosine starts after the warm-up
+        if step < warmup_iters:
+            return warmup
+        span = max(total_steps - warmup_iters, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_iters, span) / span))
     if scheduler == "cosine":
         main = 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
     elif scheduler == "step":
@@ -181,7 +197,7 @@ def lr_factor(
     elif scheduler == "none":
         main = 1.0
     else:
-        raise StadError(f"train.scheduler must be cosine, step or none, got {scheduler!r}")
+        raise StadError(f"train.scheduler must be cosine, warmup_cosine, step or none, got {scheduler!r}")
     return warmup * main
 
 

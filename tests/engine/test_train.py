@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from engine_toy import ToyDataset, ToyRegressor, evaluate_mse
+from torch import nn
 from torch.utils.data import DataLoader
 
 from stad.config import Config, TrainConfig, load_config
@@ -266,3 +267,29 @@ def test_train_one_epoch_with_grad_scaler_and_clipping() -> None:
     assert (model.out.weight - before).norm() <= 0.05 * 1e-3 * 9.05 + 1e-7
     assert (model.out.weight - before).norm() > 0
     assert scaler.get_scale() == 2.0**10  # no overflow, so the scale did not back off
+
+
+def test_warmup_cosine_is_steps_schedule() -> None:
+    """STEP.md §8 fact 16: det_lr 7.5e-4, 1000 warm-up iterations from 0.1, then a cosine to 0 at ``total``."""
+    total = 5000
+    common = dict(total_steps=total, steps_per_epoch=100, milestones=[], gamma=0.1, warmup_iters=1000, warmup_factor=0.1)
+    lr = [7.5e-4 * lr_factor(i, scheduler="warmup_cosine", **common) for i in (0, 500, 1000, 3000, total)]
+    assert lr == pytest.approx([7.5e-5, 4.125e-4, 7.5e-4, 3.75e-4, 0.0], abs=1e-12)
+
+
+def test_a_model_with_param_groups_gets_its_groups() -> None:
+    class Grouped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.head = nn.Linear(2, 2), nn.Linear(2, 1)
+
+        def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+            return [{"params": list(self.body.parameters()), "lr": lr / 8, "weight_decay": 0.0},
+                    {"params": list(self.head.parameters()), "lr": lr, "weight_decay": weight_decay},
+                    {"params": [], "lr": lr}]
+
+    opt = build_optimizer(Grouped(), TrainConfig(optimizer="adam", lr=8e-3, weight_decay=1e-7))
+    assert isinstance(opt, torch.optim.Adam) and not isinstance(opt, torch.optim.AdamW)
+    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt.param_groups] == [(1e-3, 0.0, 2), (8e-3, 1e-7, 2)]
+    sgd = build_optimizer(nn.Linear(2, 2), TrainConfig(optimizer="sgd", nesterov=True))
+    assert sgd.param_groups[0]["nesterov"] is True
