@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from stad.data.frames import ava_frame_path
+from stad.data.safe_pickle import safe_load_pickle
 from stad.errors import StadError
 from stad.structures import KeyframeLabels, Problem
 
@@ -470,17 +471,17 @@ def read_proposals(path: str | Path) -> dict[tuple[str, int], np.ndarray]:
         ``(video_id, second)`` -> ``(N, 5)`` float64 ``x1, y1, x2, y2, score`` normalized; ``(N, 4)``
         arrays (no score) get score 1.0.
 
+    The file is read with ``stad.data.safe_pickle.safe_load_pickle``: only containers, numbers,
+    strings and numpy arrays are unpickled (Python 2 pickles included), any other global is refused.
+
     Raises:
-        StadError: not a dict, a key that is not ``"video_id,timestamp"``, or an array of another shape.
+        StadError: not a dict, a key that is not ``"video_id,timestamp"``, an array of another shape,
+            a refused global (``"refused global ..."``) or a file that does not unpickle.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"proposal file not found: {path}")
-    try:
-        with path.open("rb") as f:
-            raw = pickle.load(f, encoding="latin1")
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise StadError(f"{path}: cannot unpickle proposals ({type(err).__name__}: {err})") from None
+    raw = safe_load_pickle(path, what="proposals")  # allow-list unpickler: no code runs from the file
     if not isinstance(raw, dict):
         raise StadError(f"{path}: expected a dict 'video_id,timestamp' -> (N, 5) array, got {type(raw).__name__}")
     proposals: dict[tuple[str, int], np.ndarray] = {}

@@ -2,7 +2,8 @@
 
 * ``TubeletClipDataset``: K-frame clips with their actors' tubelets (ACT, MOC: RGB or stacked flow);
 * ``FrameDataset``: one frame plus an earlier frame, for online frame-level detectors;
-* ``KeyframeClipDataset``: AVA-style clips centred on a keyframe with multi-label actors.
+* keyframe clips (AVA-style, STEP, FBIL) live in :mod:`stad.data.keyframes` (``KeyframeDataset``,
+  ``KeyframeClipDataset``, ``collate_keyframes``).
 
 Naming: ``K`` frames of a tubelet clip, ``T`` frames of a keyframe clip, ``N`` actors, ``C`` classes,
 ``B`` items of a batch. Boxes are ``x1, y1, x2, y2`` float pixels of the **network input** (after the
@@ -33,7 +34,7 @@ from stad.data.frames import act_frame_path, ava_frame_path, read_rgb
 from stad.data.occluder_masks import OCCLUDER_MASK_DIR, occluder_mask_path, read_occluder_masks
 from stad.data.transforms import ClipSample, Transform, build_test_transform, visible_mask_targets
 from stad.errors import StadError
-from stad.structures import KeyframeLabels, TubeAnnotations
+from stad.structures import TubeAnnotations
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -519,108 +520,6 @@ def count_ava_frames(frames_root: str | Path, video: str) -> int:
     return max(indices)
 
 
-class KeyframeClipDataset(_AugmentedDataset):
-    """AVA-style clips of ``num_frames`` frames centred on each keyframe, with multi-label actors.
-
-    Frames ``ava_clip_frames(ava_center_frame(timestamp), …)`` are read from
-    ``<frames_root>/frames/<video>/img_%05d.jpg`` (clamped to the frames that exist). Actor boxes are
-    converted from normalized coordinates to pixels of the frames, then moved by the transform.
-
-    Args:
-        keyframes: the keyframes (``KeyframeLabels``, labels ``(N, num_classes)``).
-        frames_root: folder holding ``frames/``.
-        num_frames: frames per clip ``T`` (default 32).
-        frame_stride: frames between clip frames (default 2).
-        fps: frame rate of the frame folders (default 30).
-        input_size: network input ``(H, W)``.
-        num_classes: ``C``, the number of action classes.
-        transform: clip transform ending at ``input_size`` (default ``build_test_transform``).
-        timestamp_start: the time of frame 1 (default 0; see ``ava_center_frame``).
-        mean, std, seed: as ``TubeletClipDataset``.
-
-    Each item: ``clip`` ``(T, 3, H, W)`` float32; ``boxes`` ``(N, 4)`` float32 input pixels;
-    ``labels`` ``(N, C)`` float32 multi-hot; ``person_ids`` ``(N,)`` int64; ``video``; ``timestamp``;
-    ``center_frame``; ``frames`` ``(T,)`` int64; ``orig_size``, ``affine``, ``scale``, ``num_dropped``.
-    """
-
-    def __init__(
-        self,
-        keyframes: Sequence[KeyframeLabels],
-        frames_root: str | Path,
-        *,
-        # clip sampling
-        num_frames: int = 32,
-        frame_stride: int = 2,
-        fps: int = 30,
-        timestamp_start: int = 0,
-        # items
-        input_size: Sequence[int] = (256, 256),
-        num_classes: int,
-        transform: Transform | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(input_size=input_size, transform=transform, seed=seed)
-        self.keyframes = list(keyframes)
-        if not self.keyframes:
-            raise StadError("no keyframes given to KeyframeClipDataset")
-        self.frames_root = Path(frames_root)
-        self.num_frames = _positive("num_frames", num_frames)
-        self.frame_stride = _positive("frame_stride", frame_stride)
-        self.fps = _positive("fps", fps)
-        self.timestamp_start = int(timestamp_start)
-        self.num_classes = _positive("num_classes", num_classes)
-        self.mean, self.std = tuple(mean), tuple(std)
-        for keyframe in self.keyframes:
-            where = f"keyframe {keyframe.video},{keyframe.timestamp}"
-            n = len(keyframe.boxes)
-            if np.shape(keyframe.boxes) != (n, 4):
-                raise StadError(f"{where}: boxes must be (N, 4), got {np.shape(keyframe.boxes)}")
-            if np.shape(keyframe.labels) != (n, self.num_classes):
-                raise StadError(f"{where}: labels must be (N={n}, num_classes={self.num_classes}), got {np.shape(keyframe.labels)}")
-            if np.shape(keyframe.person_ids) != (n,):
-                raise StadError(f"{where}: person_ids must be (N={n},), got {np.shape(keyframe.person_ids)}")
-        self.nframes = {video: count_ava_frames(self.frames_root, video) for video in sorted({k.video for k in self.keyframes})}
-
-    def __len__(self) -> int:
-        return len(self.keyframes)
-
-    def clip_frames(self, keyframe: KeyframeLabels) -> tuple[int, np.ndarray]:
-        """The clamped centre frame and the ``(T,)`` frame indices of ``keyframe``'s clip."""
-        nframes = self.nframes[keyframe.video]
-        center = int(np.clip(ava_center_frame(keyframe.timestamp, fps=self.fps, timestamp_start=self.timestamp_start), 1, nframes))
-        frames = ava_clip_frames(center, num_frames=self.num_frames, frame_stride=self.frame_stride, nframes=nframes)
-        return center, frames
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        keyframe = self.keyframes[index]
-        center, frames = self.clip_frames(keyframe)
-        cache: dict[int, np.ndarray] = {}
-        for frame in frames.tolist():
-            if frame not in cache:
-                cache[frame] = _read_checked(ava_frame_path(self.frames_root, keyframe.video, frame), None)
-        shapes = {image.shape for image in cache.values()}
-        if len(shapes) != 1:
-            raise StadError(f"frames of {keyframe.video} around frame {center} have different sizes: {sorted(shapes)}")
-        clip = np.stack([cache[frame] for frame in frames.tolist()])  # [T, H0, W0, 3]
-        h0, w0 = int(clip.shape[1]), int(clip.shape[2])
-        boxes = np.asarray(keyframe.boxes, dtype=np.float64).reshape(-1, 4) * np.array([w0, h0, w0, h0])
-        out = self._apply(ClipSample.create(clip, boxes), index)
-        labels = np.asarray(keyframe.labels, dtype=np.float32).reshape(-1, self.num_classes)[out.keep]
-        return {
-            "clip": normalize_clip(out.clip, mean=self.mean, std=self.std),
-            "boxes": torch.from_numpy(out.boxes.astype(np.float32)).reshape(-1, 4),
-            "labels": torch.from_numpy(labels),
-            "person_ids": torch.from_numpy(np.asarray(keyframe.person_ids, dtype=np.int64)[out.keep]),
-            "video": keyframe.video,
-            "timestamp": int(keyframe.timestamp),
-            "center_frame": center,
-            "frames": torch.from_numpy(frames),
-            **self._meta(out, (h0, w0)),
-        }
-
-
 # ---------------------------------------------------------------------------------------------
 # Collate: stack fixed-size fields, pad the per-actor ones
 # ---------------------------------------------------------------------------------------------
@@ -671,8 +570,3 @@ def collate_frames(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ``labels`` ``(B, N_max)`` (-1 padded), ``visibility`` ``(B, N_max)``, ``mask`` ``(B, N_max)``, meta."""
     return _collate(items, {"boxes": 0.0, "labels": -1, "visibility": 0.0})
 
-
-def collate_keyframes(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Batch ``KeyframeClipDataset`` items: ``clip`` ``(B, T, 3, H, W)``, ``boxes`` ``(B, N_max, 4)``,
-    ``labels`` ``(B, N_max, C)`` (0 padded), ``person_ids`` ``(B, N_max)`` (-1 padded), ``mask``, meta."""
-    return _collate(items, {"boxes": 0.0, "labels": 0.0, "person_ids": -1})

@@ -36,6 +36,13 @@ Geometry convention: coordinates are continuous positions on pixel edges (pixel 
 ``x1 = a, x2 = b + 1``; a flip maps ``x`` to ``W - x`` and a resize multiplies by the size ratio. For
 ACT's inclusive "+1" boxes this differs by less than one pixel.
 
+STEP's keyframe augmentation (``build_step_train_transform``, STEP.md §2) is a second pipeline at the end
+of this module: SSD photometric distortion on float BGR values, ``StepRandomSampleCrop`` (keyframe IoU
+test and centre rule), ``StepHorizontalFlip`` (zero boxes stay zero), ``RandomErase`` inside each
+keyframe box, resize. It works on float32 pixel clips (``ToFloat32``), which ``Resize`` and
+``HorizontalFlip`` also accept (they keep the dtype). ``boxes_from_original`` moves boxes that did not
+go through a transform (neighbour boxes, proposals) by the recorded ``affine``.
+
 Box rule for crops (``RandomCrop``): every box is clipped to the crop. An actor is **dropped** when, on
 *any* frame, its clipped area is below ``min_area_fraction`` of its area before the crop; it is then
 dropped on all frames, with its visibility. ``ClipSample.keep`` records, for every actor given to the
@@ -126,6 +133,34 @@ def boxes_to_original(boxes: np.ndarray, affine: np.ndarray) -> np.ndarray:
     ax, bx, ay, by = (float(v) for v in np.asarray(affine, dtype=np.float64).reshape(4))
     xs = (boxes[..., [0, 2]] - bx) / ax
     ys = (boxes[..., [1, 3]] - by) / ay
+    out = np.empty_like(boxes)
+    out[..., 0], out[..., 2] = xs.min(-1), xs.max(-1)
+    out[..., 1], out[..., 3] = ys.min(-1), ys.max(-1)
+    return out
+
+
+def boxes_from_original(boxes: np.ndarray, affine: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Map ``(..., 4)`` boxes from original pixels into a transformed clip and clip them to its frame.
+
+    The inverse direction of ``boxes_to_original``: this moves boxes that did not go through the
+    transform (e.g. an AVA keyframe's neighbour boxes or person proposals) exactly as the transform
+    moved the pixels, since every geometric op (expand, crop, flip, resize) is an axis-wise affine map
+    recorded in ``ClipSample.affine``; clipping once at the end equals clipping at every crop.
+
+    Args:
+        boxes: ``(..., 4)`` ``x1, y1, x2, y2`` original pixels.
+        affine: ``(4,)`` ``[ax, bx, ay, by]`` from ``ClipSample.affine`` (``x = ax * x_orig + bx``).
+        size: ``(H, W)`` of the transformed clip.
+
+    Returns:
+        ``(..., 4)`` float64 boxes with ``x1 <= x2``, ``y1 <= y2`` (a flip swaps them back), inside
+        ``[0, W] x [0, H]``; a box outside the frame becomes a zero-width or zero-height box on its border.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    ax, bx, ay, by = (float(v) for v in np.asarray(affine, dtype=np.float64).reshape(4))
+    H, W = _check_size(size)
+    xs = np.clip(ax * boxes[..., [0, 2]] + bx, 0.0, W)  # [..., 2]
+    ys = np.clip(ay * boxes[..., [1, 3]] + by, 0.0, H)
     out = np.empty_like(boxes)
     out[..., 0], out[..., 2] = xs.min(-1), xs.max(-1)
     out[..., 1], out[..., 3] = ys.min(-1), ys.max(-1)
@@ -488,6 +523,8 @@ class HorizontalFlip:
 class Resize:
     """Resize every frame to ``size = (H, W)`` (aspect ratio not kept, as ACT/MOC) and scale the boxes.
 
+    The clip keeps its dtype (uint8, or float32 in STEP's float pipeline, ``build_step_train_transform``).
+
     Args:
         size: output ``(height, width)``.
         interpolation: OpenCV interpolation flag (default ``cv2.INTER_LINEAR``).
@@ -502,7 +539,7 @@ class Resize:
         T, H, W, C = sample.clip.shape
         if (H, W) == (out_h, out_w):
             return sample
-        clip = np.empty((T, out_h, out_w, C), dtype=np.uint8)
+        clip = np.empty((T, out_h, out_w, C), dtype=sample.clip.dtype)  # uint8, or float32 in STEP's pipeline
         for t, frame in enumerate(sample.clip):  # cv2 resizes one (H, W, C) image at a time
             clip[t] = cv2.resize(frame, (out_w, out_h), interpolation=self.interpolation).reshape(out_h, out_w, C)
         sx, sy = out_w / W, out_h / H
@@ -572,6 +609,389 @@ def build_train_transform(
 def build_test_transform(size: tuple[int, int]) -> Compose:
     """Test-time transform: resize to ``size = (H, W)`` only (deterministic)."""
     return Compose([Resize(size)])
+
+
+# --------------------------------------------------------------------------------------------------
+# STEP's training augmentation (Yang et al., "STEP: Spatio-Temporal Progressive Learning for Video
+# Action Detection", CVPR 2019), written from /work/shared/methods/STEP.md §2 "Training augmentation"
+# (no code copied). STEP's order, one random draw per clip for every frame:
+#
+#     photometric distortion   (SSD-style, float BGR values, unclipped between steps)
+#         ↓
+#     scale to [-1, 1]         (clip to 0..255, then x * 2 / 255 - 1)
+#         ↓
+#     RandomSampleCrop         (SSD modes, 50 tries, keyframe-box IoU test, keyframe-centre rule)
+#         ↓
+#     horizontal flip          (non-zero boxes only)
+#         ↓
+#     RandomErase              (noise U(-1, 1) inside each keyframe box)
+#         ↓
+#     resize                   (to the square input, bilinear, aspect not kept)
+#
+# Here the clip stays in float32 **pixel units** (0..255, RGB order) through the whole pipeline and
+# the dataset normalises at the end ((x - 127.5) / 127.5 = x * 2 / 255 - 1, ``stad.data.keyframes``):
+# ``ClampPixels`` stands for the clip of step 2, crop/flip move pixels without changing values, the
+# resize is linear, and ``RandomErase`` draws its noise as U(mean - std, mean + std) pixels, which
+# the normalisation maps to U(-1, 1). The result equals STEP's up to float rounding.
+# --------------------------------------------------------------------------------------------------
+
+_CHANNEL_PERMUTATIONS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+
+
+class ToFloat32:
+    """Convert the clip to float32 pixel values (0..255), the working type of STEP's ops; boxes unchanged."""
+
+    def __call__(self, sample: ClipSample, rng: np.random.Generator | None = None) -> ClipSample:
+        if sample.clip.dtype == np.float32:
+            return sample
+        return replace(sample, clip=sample.clip.astype(np.float32))
+
+    def __repr__(self) -> str:
+        return "ToFloat32()"
+
+
+class ClampPixels:
+    """Clip float pixel values to ``[low, high]`` (STEP clips to 0..255 before scaling to [-1, 1])."""
+
+    def __init__(self, low: float = 0.0, high: float = 255.0) -> None:
+        self.low, self.high = float(low), float(high)
+
+    def __call__(self, sample: ClipSample, rng: np.random.Generator | None = None) -> ClipSample:
+        return replace(sample, clip=np.clip(sample.clip, self.low, self.high).astype(sample.clip.dtype, copy=False))
+
+    def __repr__(self) -> str:
+        return f"ClampPixels({self.low}, {self.high})"
+
+
+class StepPhotometricDistort:
+    """SSD-style photometric distortion on float BGR values, as STEP applies it (STEP.md §2 item 1).
+
+    One draw per clip; every frame gets the same values. On the BGR-ordered float pixels (0..255,
+    not clipped between steps):
+
+    1. brightness: with probability ``p`` add ``U(-brightness_delta, brightness_delta)`` (default 32);
+    2. with probability 1/2 the "contrast first" variant, else "contrast last":
+       ``[contrast] -> BGR to HSV -> [saturation] -> [hue] -> HSV to BGR`` or
+       ``BGR to HSV -> [saturation] -> [hue] -> HSV to BGR -> [contrast]``; each bracketed op runs with
+       probability ``p``: contrast multiplies by ``U(contrast_range)`` (default 0.5..1.5), saturation
+       multiplies S by ``U(saturation_range)`` (default 0.5..1.5), hue adds ``U(-hue_delta, hue_delta)``
+       degrees (default 18; OpenCV's float HSV: H in degrees, wrapped into 0..360);
+    3. with probability ``p`` permute the BGR channels by one of the 6 permutations (uniform).
+
+    The HSV round trip always runs (as in SSD's composition). Input: a ``C == 3`` RGB clip of any
+    dtype; output: float32 RGB, possibly outside 0..255 (follow with ``ClampPixels``).
+
+    Args:
+        p: probability of each random op (default 0.5).
+        brightness_delta, contrast_range, saturation_range, hue_delta: see above.
+    """
+
+    def __init__(
+        self,
+        *,
+        p: float = 0.5,
+        brightness_delta: float = 32.0,
+        contrast_range: tuple[float, float] = (0.5, 1.5),
+        saturation_range: tuple[float, float] = (0.5, 1.5),
+        hue_delta: float = 18.0,
+    ) -> None:
+        self.p = p
+        self.brightness_delta = brightness_delta
+        self.contrast_range = contrast_range
+        self.saturation_range = saturation_range
+        self.hue_delta = hue_delta
+
+    def __call__(self, sample: ClipSample, rng: np.random.Generator) -> ClipSample:
+        clip = sample.clip
+        if clip.shape[-1] != 3:
+            raise StadError(f"StepPhotometricDistort needs RGB clips with 3 channels, got {clip.shape[-1]}")
+        # A fixed number of draws, whatever branch is taken.
+        use = rng.random(5) < self.p  # brightness, contrast, saturation, hue, channel permutation
+        contrast_last = bool(rng.random() < 0.5)
+        brightness = rng.uniform(-self.brightness_delta, self.brightness_delta)
+        contrast = rng.uniform(*self.contrast_range)
+        saturation = rng.uniform(*self.saturation_range)
+        hue = rng.uniform(-self.hue_delta, self.hue_delta)
+        permutation = _CHANNEL_PERMUTATIONS[int(rng.integers(len(_CHANNEL_PERMUTATIONS)))]
+
+        T, H, W, _ = clip.shape
+        bgr = np.ascontiguousarray(clip.reshape(T * H, W, 3)[..., ::-1], dtype=np.float32)  # [T*H, W, 3] one image for cv2
+        if use[0]:
+            bgr += np.float32(brightness)
+        if use[1] and not contrast_last:
+            bgr *= np.float32(contrast)
+        hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)  # float32: H in degrees, S = (V - min) / V, V = max
+        if use[2]:
+            hsv[..., 1] *= np.float32(saturation)
+        if use[3]:
+            h = hsv[..., 0]  # a view
+            h += np.float32(hue)
+            h[h > 360.0] -= 360.0
+            h[h < 0.0] += 360.0
+        bgr = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        if use[1] and contrast_last:
+            bgr *= np.float32(contrast)
+        if use[4]:
+            bgr = bgr[..., list(permutation)]
+        rgb = np.ascontiguousarray(bgr[..., ::-1]).reshape(T, H, W, 3)
+        return replace(sample, clip=rgb)
+
+    def __repr__(self) -> str:
+        return f"StepPhotometricDistort(p={self.p})"
+
+
+# SSD's RandomSampleCrop modes: None = keep the whole clip; (min_iou, max_iou), None = unbounded.
+STEP_CROP_MODES: tuple[tuple[float | None, float | None] | None, ...] = (
+    None,
+    (0.1, None),
+    (0.3, None),
+    (0.5, None),
+    (0.7, None),
+    (0.9, None),
+    (None, None),
+)
+
+
+class StepRandomSampleCrop:
+    """SSD-style ``RandomSampleCrop`` on keyframe boxes, as STEP applies it (STEP.md §2 item 3).
+
+    Repeat: draw a mode uniformly from ``modes``; ``None`` returns the clip unchanged; otherwise try
+    ``max_trials`` crops: ``w = U(min_scale * W, W)``, ``h = U(min_scale * H, H)``, rejected unless
+    ``aspect_range[0] <= h / w <= aspect_range[1]``; ``left = U(0, W - w)``, ``top = U(0, H - h)``, the
+    crop is the integer rectangle ``int(left), int(top), int(left + w), int(top + h)``. A crop is
+    accepted when
+
+    * the IoU test passes: with ``require_all=True`` (default) **every** keyframe box's continuous IoU
+      with the crop lies in ``[min_iou, max_iou]``; with ``False`` at least one box's does;
+    * at least one keyframe box centre lies strictly inside the crop.
+
+    Accepted: the persons whose centre is outside are dropped (``ClipSample.keep``), the others are
+    clipped to the crop; the same rectangle crops every frame. Without boxes no crop can pass, so the
+    clip is returned unchanged. After ``max_rounds`` rounds without success (probability about
+    ``(1 - 1/7) ** 100``) the clip is returned unchanged.
+
+    Args:
+        modes: the modes (default ``STEP_CROP_MODES``: whole, min IoU 0.1/0.3/0.5/0.7/0.9, free).
+        max_trials: crops tried per mode draw (default 50).
+        min_scale: smallest crop side as a fraction of the frame side (default 0.3).
+        aspect_range: allowed ``h / w`` in pixels (default (0.5, 2.0)).
+        require_all: IoU test over all boxes (True, default) or any box (False).
+        max_rounds: mode draws before giving up (default 100).
+
+    Boxes must be ``(N, 4)`` keyframe boxes (float pixels of the clip).
+    """
+
+    def __init__(
+        self,
+        *,
+        modes: Sequence[tuple[float | None, float | None] | None] = STEP_CROP_MODES,
+        max_trials: int = 50,
+        min_scale: float = 0.3,
+        aspect_range: tuple[float, float] = (0.5, 2.0),
+        require_all: bool = True,
+        max_rounds: int = 100,
+    ) -> None:
+        if not modes:
+            raise StadError("StepRandomSampleCrop needs at least one mode")
+        if not 0.0 < min_scale <= 1.0:
+            raise StadError(f"min_scale must be in (0, 1], got {min_scale}")
+        self.modes = tuple(modes)
+        self.max_trials = int(max_trials)
+        self.min_scale = float(min_scale)
+        self.aspect_range = (float(aspect_range[0]), float(aspect_range[1]))
+        self.require_all = bool(require_all)
+        self.max_rounds = int(max_rounds)
+
+    def __call__(self, sample: ClipSample, rng: np.random.Generator) -> ClipSample:
+        boxes = sample.boxes
+        if boxes.ndim != 2:
+            raise StadError(f"StepRandomSampleCrop needs (N, 4) keyframe boxes, got shape {boxes.shape}")
+        if len(boxes) == 0:
+            return sample  # no keyframe centre can be inside a crop
+        H, W = sample.size
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2.0  # [N, 2] x, y
+        for _ in range(self.max_rounds):
+            mode = self.modes[int(rng.integers(len(self.modes)))]
+            if mode is None:
+                return sample
+            min_iou = -np.inf if mode[0] is None else float(mode[0])
+            max_iou = np.inf if mode[1] is None else float(mode[1])
+            for _ in range(self.max_trials):
+                w = rng.uniform(self.min_scale * W, W)
+                h = rng.uniform(self.min_scale * H, H)
+                if not self.aspect_range[0] <= h / w <= self.aspect_range[1]:
+                    continue
+                left = rng.uniform(0.0, W - w)
+                top = rng.uniform(0.0, H - h)
+                rect = np.array([int(left), int(top), int(left + w), int(top + h)], dtype=np.int64)
+                overlap = _crop_overlap(boxes, rect.astype(np.float64)[None])[0]  # [N]
+                fits = (overlap >= min_iou) & (overlap <= max_iou)
+                if not (fits.all() if self.require_all else fits.any()):
+                    continue
+                inside = (
+                    (rect[0] < centres[:, 0]) & (rect[1] < centres[:, 1]) & (rect[2] > centres[:, 0]) & (rect[3] > centres[:, 1])
+                )  # [N]
+                if not inside.any():
+                    continue
+                return self.apply(sample, rect, inside)
+        return sample
+
+    @staticmethod
+    def apply(sample: ClipSample, rect: np.ndarray, inside: np.ndarray) -> ClipSample:
+        """Crop to the integer ``rect`` ``(4,)`` ``x1, y1, x2, y2``; keep the persons of ``inside`` ``(N,)``, clipped."""
+        x1, y1, x2, y2 = (int(v) for v in rect)
+        offset = np.array([x1, y1, x1, y1], dtype=np.float64)
+        boxes = sample.boxes[inside].copy()
+        boxes[:, :2] = np.maximum(boxes[:, :2], offset[:2])
+        boxes[:, 2:] = np.minimum(boxes[:, 2:], [x2, y2])
+        keep = sample.keep.copy()
+        keep[keep] = inside
+        return replace(
+            sample,
+            clip=np.ascontiguousarray(sample.clip[:, y1:y2, x1:x2]),
+            boxes=boxes - offset,
+            visibility=sample.visibility[inside],
+            keep=keep,
+            affine=sample.affine - np.array([0.0, x1, 0.0, y1]),
+            occluder_mask=None if sample.occluder_mask is None else np.ascontiguousarray(sample.occluder_mask[:, y1:y2, x1:x2]),
+        )
+
+    def __repr__(self) -> str:
+        return f"StepRandomSampleCrop({len(self.modes)} modes, max_trials={self.max_trials})"
+
+
+class StepHorizontalFlip(HorizontalFlip):
+    """STEP's flip (STEP.md §2 item 4): mirror with probability ``p``, ``x1' = W - x2``, ``x2' = W - x1``,
+    for non-zero boxes only: an all-zero box (STEP's "person not annotated here") stays all zero."""
+
+    def __init__(self, *, p: float = 0.5) -> None:
+        super().__init__(p=p)
+
+    def __call__(self, sample: ClipSample, rng: np.random.Generator) -> ClipSample:
+        zero = np.all(sample.boxes == 0.0, axis=-1)  # [N] or [N, T]
+        out = super().__call__(sample, rng)
+        if out is sample or not zero.any():
+            return out
+        boxes = out.boxes.copy()
+        boxes[zero] = 0.0
+        return replace(out, boxes=boxes)
+
+    def __repr__(self) -> str:
+        return f"StepHorizontalFlip(p={self.p})"
+
+
+class RandomErase:
+    """STEP's ``RandomErase`` (STEP.md §2 item 5): noise rectangles inside the keyframe boxes.
+
+    With probability ``p`` per clip, inside **each** keyframe box one rectangle is filled with noise:
+    area ``U(area_range)`` times the box area (default 2-20 %), aspect ``h / w = U(aspect_range)``
+    (default 0.3-3.33), sides rounded to whole pixels; up to ``max_attempts`` draws per box until the
+    rectangle fits in the box (else that box is left alone), then a uniform integer position inside
+    the box (and the frame). The noise is ``U(noise_low, noise_high)`` per pixel and channel, drawn
+    once and written to **all** frames (same pixels, same values). ``build_step_train_transform``
+    sets the noise range to U(-1, 1) in STEP's normalised units, i.e. 0..255 pixels.
+
+    Args:
+        p: probability per clip (default 0.5).
+        area_range: rectangle area as a fraction of the box area (default (0.02, 0.2)).
+        aspect_range: rectangle ``h / w`` (default (0.3, 1 / 0.3)).
+        noise_low, noise_high: per-channel noise range in the clip's pixel units (default 0..255).
+        max_attempts: size draws per box (default 10).
+
+    Boxes must be ``(N, 4)``; zero-area boxes are skipped. An integer clip gets rounded noise.
+    """
+
+    def __init__(
+        self,
+        *,
+        p: float = 0.5,
+        area_range: tuple[float, float] = (0.02, 0.2),
+        aspect_range: tuple[float, float] = (0.3, 1.0 / 0.3),
+        noise_low: float | Sequence[float] = 0.0,
+        noise_high: float | Sequence[float] = 255.0,
+        max_attempts: int = 10,
+    ) -> None:
+        self.p = p
+        self.area_range = (float(area_range[0]), float(area_range[1]))
+        self.aspect_range = (float(aspect_range[0]), float(aspect_range[1]))
+        self.noise_low = np.atleast_1d(np.asarray(noise_low, dtype=np.float64))
+        self.noise_high = np.atleast_1d(np.asarray(noise_high, dtype=np.float64))
+        self.max_attempts = int(max_attempts)
+
+    def __call__(self, sample: ClipSample, rng: np.random.Generator) -> ClipSample:
+        if not rng.random() < self.p:
+            return sample
+        if sample.boxes.ndim != 2:
+            raise StadError(f"RandomErase needs (N, 4) keyframe boxes, got shape {sample.boxes.shape}")
+        T, H, W, C = sample.clip.shape
+        clip = sample.clip.copy()
+        for box in _clip_boxes(sample.boxes, W, H):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            bw, bh = x2 - x1, y2 - y1
+            if bw < 1.0 or bh < 1.0:
+                continue
+            for _ in range(self.max_attempts):
+                area = rng.uniform(*self.area_range) * bw * bh
+                aspect = rng.uniform(*self.aspect_range)
+                h, w = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+                if 1 <= w <= bw and 1 <= h <= bh:
+                    break
+            else:
+                continue
+            left = min(int(rng.uniform(x1, x2 - w)), W - w)
+            top = min(int(rng.uniform(y1, y2 - h)), H - h)
+            noise = rng.uniform(self.noise_low, self.noise_high, size=(h, w, C))  # [h, w, C], same on every frame
+            if np.issubdtype(clip.dtype, np.integer):
+                noise = np.clip(np.rint(noise), 0, 255)
+            clip[:, top : top + h, left : left + w] = noise.astype(clip.dtype)
+        return replace(sample, clip=clip)
+
+    def __repr__(self) -> str:
+        return f"RandomErase(p={self.p}, area_range={self.area_range})"
+
+
+def build_step_train_transform(
+    input_size: tuple[int, int],
+    *,
+    photometric: bool = True,
+    crop: bool = True,
+    flip: bool = True,
+    erase: bool = True,
+    erase_p: float = 0.5,
+    mean: Sequence[float] = (127.5, 127.5, 127.5),
+    std: Sequence[float] = (127.5, 127.5, 127.5),
+) -> Compose:
+    """STEP's training augmentation (STEP.md §2 items 1-6) on a float32 pixel clip.
+
+    ``ToFloat32 → [StepPhotometricDistort] → ClampPixels(0, 255) → [StepRandomSampleCrop] →
+    [StepHorizontalFlip] → [RandomErase] → Resize(input_size)``. The output is float32 RGB pixels
+    0..255; normalise with STEP's ``(x - 127.5) / 127.5`` afterwards (the keyframe dataset does).
+
+    Args:
+        input_size: network input ``(H, W)`` (STEP: 400x400; aspect ratio not kept).
+        photometric, crop, flip, erase: switch each op (all on in STEP's ``train_step.sh``).
+        erase_p: ``RandomErase`` probability per clip (default 0.5).
+        mean, std: the normalisation the dataset applies afterwards, in pixel units (default STEP's
+            127.5); ``RandomErase`` draws U(-1, 1) in these normalised units, i.e. U(mean - std, mean + std) pixels.
+    """
+    mean_arr, std_arr = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    ops: list[Transform] = [ToFloat32()]
+    if photometric:
+        ops.append(StepPhotometricDistort())
+    ops.append(ClampPixels(0.0, 255.0))
+    if crop:
+        ops.append(StepRandomSampleCrop())
+    if flip:
+        ops.append(StepHorizontalFlip())
+    if erase:
+        ops.append(RandomErase(p=erase_p, noise_low=mean_arr - std_arr, noise_high=mean_arr + std_arr))
+    ops.append(Resize(tuple(input_size)))
+    return Compose(ops)
+
+
+def build_step_test_transform(input_size: tuple[int, int]) -> Compose:
+    """STEP's test transform (``BaseTransform``): float pixels resized to ``input_size``, nothing else."""
+    return Compose([ToFloat32(), Resize(tuple(input_size))])
 
 
 # --------------------------------------------------------------------------------------------------

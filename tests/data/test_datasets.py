@@ -15,14 +15,13 @@ from stad.data.datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     FrameDataset,
-    KeyframeClipDataset,
     TubeletClipDataset,
     ava_center_frame,
     collate_frames,
-    collate_keyframes,
     collate_tubelets,
     tubelet_windows,
 )
+from stad.data.keyframes import KeyframeClipDataset, collate_keyframes
 from stad.data.frames import act_frame_path, ava_frame_path, write_jpeg
 from stad.data.transforms import (
     ClipSample,

@@ -1,0 +1,1365 @@
+"""The keyframe data layer of STEP and FBIL: frame layouts, clip rules, proposals and the keyframe dataset.
+
+Sources (facts, not code): ``/work/shared/methods/STEP.md`` §2 (frames, clip rule, labels, neighbour
+boxes, normalisation, augmentation) and §9, ``/work/shared/methods/FBIL.md`` §2 (ACAR frame layout,
+annotation pickle, ``TemporalCenterCrop``). Clean-room: written from those descriptions.
+
+Naming: ``T`` clip frames, ``N`` actors of a keyframe, ``C`` classes, ``P`` proposals, ``B`` batch items,
+``S`` seconds of a video. A **keyframe** is ``(video, timestamp)`` with the timestamp in whole seconds.
+Frames are numbered from 1 inside each video (see ``VideoFrameIndex``).
+
+Frame layouts (``FrameLayout``: path of frame ``f``, frames of second ``s``)::
+
+    ava    <root>/frames/<video>/img_%05d.jpg     fps frames a second (30), frame 1 = time timestamp_start
+                                                  (0: stad synth, whole videos; 900: mmaction2 cut videos)
+    step   <root>/frames/<video>/<ts:05d>/*.jpg   one folder per second, any number of frames, sorted by name;
+                                                  frame numbers count through the folders in time order
+    acar   <root>/<video>/image_%06d.jpg          30 fps, frame 1 = second 900 (ACAR/FBIL)
+
+For the flat layouts (ava, acar) "second ``s``" is the frames of time ``[s, s + 1)``, i.e. frames
+``(s - timestamp_start) * fps + 1 .. (s - timestamp_start + 1) * fps``; the keyframe of second ``s``
+is its first frame (stad synth: ``s * 30 + 1``; STEP: "the annotation at ts refers to the first frame
+of folder ts"). ``detect_layout`` recognises a layout from disk.
+
+Clip rules (``(T,)`` frame numbers for a keyframe; pure numpy underneath)::
+
+    StepClipRule     STEP.md §2: 12 samples a second, linspace(0, n, 12, endpoint=False).astype(int) of the
+                     second's n frames; clip = last 6 samples of ts-2, 12 of ts-1, 12 of ts, first 6 of ts+1
+                     (36 frames, 12 fps, 3 s); keyframe = clip index 18
+    AcarClipRule     FBIL.md §2 TemporalCenterCrop: window of 91 frames centred on the keyframe frame
+                     (or the pickle's start_frame/n_frames), centre 64, cyclic fill, every 2nd -> 32 frames;
+                     keyframe = clip index 16
+    CenteredClipRule the older stad rule: centre ± i * frame_stride (KeyframeClipDataset)
+
+**Edge rule** (our decision, STEP never samples near a video's edge: its keyframes are 902..1798 of
+900..1799): a second with no frames on disk contributes copies of the nearest sample *towards the
+keyframe*: a missing second before the keyframe repeats the first sample of the next second that has
+frames, a missing second after repeats the last sample of the previous one (edge replication at
+the sample level). A second with fewer frames is sampled from what it has (STEP's own rule for short
+folders). The ACAR rule clamps frame numbers to ``1..nframes`` (edge replication of frames). A
+keyframe whose own second has no frames is a ``StadError`` naming the video and timestamp.
+
+Items of ``KeyframeDataset`` (one keyframe clip)::
+
+    clip            (T, 3, H, W) float32   RGB, (pixels - mean) / std (STEP: x * 2 / 255 - 1, in [-1, 1])
+    boxes           (N, 4) float32         keyframe boxes, x1, y1, x2, y2 continuous input pixels
+    labels          (N, C) float32         multi-hot in label-map order
+    person_ids      (N,) int64             -1 without ids
+    neighbor_boxes  (N, 2, 4) float32      the same person id's box at ts-1 / ts+1 (STEP's chunks 0 and 2),
+                                           input pixels, zeros where not annotated (or cropped away)
+    neighbor_valid  (N, 2) bool
+    proposals       (P, 4) float32         person proposals, input pixels (only with a proposals mapping)
+    proposal_scores (P,) float32
+    video, timestamp, center_frame (keyframe frame number), keyframe_index (its clip index),
+    frames (T,) int64, orig_size (2,) int64 (H0, W0), affine (4,), scale (2,), num_dropped
+
+Augmentation randomness and worker seeding follow ``stad.data.datasets`` (``default_rng([seed, epoch, i])``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stad.data.ava import AVARows, LabelMap, read_ava_annotations, read_keyframes
+from stad.data.datasets import _AugmentedDataset, _collate, _positive
+from stad.data.frames import read_rgb
+from stad.data.safe_pickle import safe_load_pickle
+from stad.data.transforms import ClipSample, Transform, boxes_from_original
+from stad.errors import StadError
+from stad.structures import KeyframeLabels
+
+LAYOUT_NAMES = ("ava", "step", "acar")
+_DIGITS = re.compile(r"\d+")
+
+# --------------------------------------------------------------------------------------------------
+# Frame layouts
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class VideoFrameIndex:
+    """The frames of one video on disk, grouped by second (``S`` seconds that have frames).
+
+    Frame numbers run from 1 in time order: for the flat layouts they are the file numbers, for the
+    ``step`` layout they count through the second folders (folder ``ts`` holds frames
+    ``first_frames[i] .. first_frames[i] + counts[i] - 1``).
+
+    Attributes:
+        video: the video id.
+        seconds: ``(S,)`` int64 ascending seconds with at least one frame.
+        first_frames: ``(S,)`` int64 frame number of each second's first frame.
+        counts: ``(S,)`` int64 frames in each second (>= 1).
+        nframes: the highest frame number.
+        fps, timestamp_start: the flat layouts' time mapping (``None`` for ``step``).
+        folders, files: the ``step`` layout's folder names and sorted file names per second.
+    """
+
+    video: str
+    seconds: np.ndarray
+    first_frames: np.ndarray
+    counts: np.ndarray
+    nframes: int
+    fps: int | None = None
+    timestamp_start: int | None = None
+    folders: tuple[str, ...] | None = None
+    files: tuple[tuple[str, ...], ...] | None = None
+
+    def _position(self, second: int) -> int:
+        i = int(np.searchsorted(self.seconds, second))
+        return i if i < len(self.seconds) and int(self.seconds[i]) == second else -1
+
+    def has_second(self, second: int) -> bool:
+        """Whether second ``second`` has at least one frame."""
+        return self._position(int(second)) >= 0
+
+    def second_frames(self, second: int) -> np.ndarray:
+        """``(n,)`` int64 frame numbers of second ``second`` (empty when it has none)."""
+        i = self._position(int(second))
+        if i < 0:
+            return np.zeros(0, np.int64)
+        return np.arange(self.first_frames[i], self.first_frames[i] + self.counts[i], dtype=np.int64)
+
+    def keyframe_frame(self, second: int) -> int:
+        """The keyframe of second ``second``: its first frame.
+
+        Raises:
+            StadError: the second has no frames (naming the video and timestamp).
+        """
+        i = self._position(int(second))
+        if i < 0:
+            raise StadError(f"keyframe {self.video},{int(second)}: no frames of second {int(second)} on disk {self._span()}")
+        return int(self.first_frames[i])
+
+    def nominal_frame(self, second: int) -> int:
+        """Frame number of time ``second`` by the layout's clock: ``(second - timestamp_start) * fps + 1``
+        for the flat layouts (may lie outside ``1..nframes``), ``keyframe_frame`` for ``step``."""
+        if self.fps is None:
+            return self.keyframe_frame(second)
+        return (int(second) - int(self.timestamp_start or 0)) * int(self.fps) + 1
+
+    def _span(self) -> str:
+        if len(self.seconds) == 0:
+            return "(the video has no frames)"
+        return f"(the video has seconds {int(self.seconds[0])}..{int(self.seconds[-1])}, {self.nframes} frames)"
+
+
+class FrameLayout:
+    """Where a keyframe data set keeps its frames; subclasses say how (see the module docstring).
+
+    ``index(video)`` lists the video's frames once and caches the result (the last 64 videos).
+    """
+
+    name = "layout"
+    _CACHE = 64
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._cache: OrderedDict[str, VideoFrameIndex] = OrderedDict()
+
+    def video_folder(self, video: str) -> Path:
+        """The folder holding ``video``'s frames."""
+        raise NotImplementedError
+
+    def frame_path(self, video: str, frame: int, index: VideoFrameIndex | None = None) -> Path:
+        """Path of frame ``frame`` (from 1) of ``video``."""
+        raise NotImplementedError
+
+    def _build_index(self, video: str) -> VideoFrameIndex:
+        raise NotImplementedError
+
+    def index(self, video: str) -> VideoFrameIndex:
+        """The ``VideoFrameIndex`` of ``video``.
+
+        Raises:
+            FileNotFoundError: the video's folder is missing or holds no frames of this layout.
+        """
+        if video in self._cache:
+            self._cache.move_to_end(video)
+            return self._cache[video]
+        built = self._build_index(video)
+        self._cache[video] = built
+        while len(self._cache) > self._CACHE:
+            self._cache.popitem(last=False)
+        return built
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = OrderedDict()  # DataLoader workers rebuild what they need
+        return state
+
+
+def _printf_regex(pattern: str) -> re.Pattern[str]:
+    """Regex with one group for the number of a printf file pattern such as ``img_%05d.jpg``."""
+    match = re.fullmatch(r"(.*?)%0?\d*d(.*)", pattern)
+    if match is None or "%" in match.group(1) + match.group(2):
+        raise StadError(f"frame file pattern must hold one integer field like 'img_%05d.jpg', got {pattern!r}")
+    return re.compile(re.escape(match.group(1)) + r"(\d+)" + re.escape(match.group(2)))
+
+
+class FlatFrameLayout(FrameLayout):
+    """Frames ``<root>/<folder>/<pattern % f>`` numbered from 1 at ``fps``, frame 1 = time ``timestamp_start``.
+
+    Args:
+        root: the data set root.
+        name: the layout's name (``"ava"``, ``"acar"`` or your own).
+        folder: the video's folder relative to ``root``, with ``{video}`` (e.g. ``"frames/{video}"``).
+        pattern: printf file name with one integer field (e.g. ``"img_%05d.jpg"``).
+        fps: frames per second, a positive int (default 30).
+        timestamp_start: the time of frame 1 in whole seconds (default 0).
+
+    ``nframes`` of a video is its highest file number; a file missing below it is reported
+    (FileNotFoundError with its path) when a clip needs it.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        name: str,
+        folder: str,
+        pattern: str,
+        fps: int = 30,
+        timestamp_start: int = 0,
+    ) -> None:
+        super().__init__(root)
+        self.name = name
+        self.folder = folder
+        self.pattern = pattern
+        self.fps = _positive("fps", fps)
+        if int(timestamp_start) != timestamp_start:
+            raise StadError(f"timestamp_start must be whole seconds, got {timestamp_start!r}")
+        self.timestamp_start = int(timestamp_start)
+        self._regex = _printf_regex(pattern)
+
+    def video_folder(self, video: str) -> Path:
+        return self.root / self.folder.format(video=video)
+
+    def frame_path(self, video: str, frame: int, index: VideoFrameIndex | None = None) -> Path:
+        return self.video_folder(video) / (self.pattern % int(frame))
+
+    def _build_index(self, video: str) -> VideoFrameIndex:
+        folder = self.video_folder(video)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"frame folder not found: {folder} ({self.name} layout: {folder}/{self.pattern})")
+        nframes = 0
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = self._regex.fullmatch(entry.name)
+                if match is not None:
+                    nframes = max(nframes, int(match.group(1)))
+        if nframes < 1:
+            raise FileNotFoundError(f"no {self.pattern} frames in {folder}")
+        fps, start = self.fps, self.timestamp_start
+        seconds = start + np.arange((nframes - 1) // fps + 1, dtype=np.int64)  # [S]
+        first = (seconds - start) * fps + 1
+        counts = np.minimum(fps, nframes - first + 1)
+        return VideoFrameIndex(video, seconds, first, counts, nframes, fps=fps, timestamp_start=start)
+
+    def __repr__(self) -> str:
+        return f"FlatFrameLayout({str(self.root)!r}, name={self.name!r}, {self.folder}/{self.pattern}, fps={self.fps}, start={self.timestamp_start})"
+
+
+class StepFrameLayout(FrameLayout):
+    """STEP's per-second folders ``<root>/frames/<video>/<ts:05d>/*.jpg`` (STEP.md §2).
+
+    Folder ``ts`` holds the frames of the second starting at ``ts`` (any number, sorted by file name);
+    folders with non-digit names and empty folders are ignored (an empty second counts as missing).
+    """
+
+    name = "step"
+
+    def __init__(self, root: str | Path, *, extension: str = ".jpg") -> None:
+        super().__init__(root)
+        self.extension = extension
+
+    def video_folder(self, video: str) -> Path:
+        return self.root / "frames" / video
+
+    def _build_index(self, video: str) -> VideoFrameIndex:
+        folder = self.video_folder(video)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"frame folder not found: {folder} (step layout: {folder}/<ts:05d>/*{self.extension})")
+        found: list[tuple[int, str, tuple[str, ...]]] = []
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir() and _DIGITS.fullmatch(entry.name):
+                    with os.scandir(Path(entry.path)) as inner:
+                        names = tuple(sorted(e.name for e in inner if e.name.endswith(self.extension) and e.is_file()))
+                    if names:
+                        found.append((int(entry.name), entry.name, names))
+        if not found:
+            raise FileNotFoundError(f"no <ts:05d>/*{self.extension} second folders with frames in {folder}")
+        found.sort()
+        seconds = np.array([s for s, _, _ in found], dtype=np.int64)
+        if len(np.unique(seconds)) != len(seconds):
+            raise StadError(f"{folder}: two folders name the same second (e.g. '902' and '00902')")
+        counts = np.array([len(names) for _, _, names in found], dtype=np.int64)
+        first = np.concatenate([[1], 1 + np.cumsum(counts)[:-1]]).astype(np.int64)
+        return VideoFrameIndex(
+            video,
+            seconds,
+            first,
+            counts,
+            int(counts.sum()),
+            folders=tuple(name for _, name, _ in found),
+            files=tuple(names for _, _, names in found),
+        )
+
+    def frame_path(self, video: str, frame: int, index: VideoFrameIndex | None = None) -> Path:
+        index = self.index(video) if index is None else index
+        frame = int(frame)
+        if not 1 <= frame <= index.nframes:
+            raise StadError(f"frame {frame} of {video} is outside 1..{index.nframes} ({self.video_folder(video)})")
+        i = int(np.searchsorted(index.first_frames, frame, side="right")) - 1
+        assert index.folders is not None and index.files is not None
+        return self.video_folder(video) / index.folders[i] / index.files[i][frame - int(index.first_frames[i])]
+
+    def __repr__(self) -> str:
+        return f"StepFrameLayout({str(self.root)!r})"
+
+
+def ava_layout(root: str | Path, *, fps: int = 30, timestamp_start: int = 0) -> FlatFrameLayout:
+    """The ``ava`` layout ``<root>/frames/<video>/img_%05d.jpg`` (stad synth, mmaction2; ``stad.data.frames.ava_frame_path``)."""
+    return FlatFrameLayout(root, name="ava", folder="frames/{video}", pattern="img_%05d.jpg", fps=fps, timestamp_start=timestamp_start)
+
+
+def acar_layout(
+    root: str | Path, *, fps: int = 30, timestamp_start: int = 900, pattern: str = "image_%06d.jpg"
+) -> FlatFrameLayout:
+    """The ``acar`` layout ``<root>/<video>/image_%06d.jpg``, 30 fps, frame 1 = second 900 (FBIL.md §2).
+
+    ``pattern`` can follow an ACAR pickle's ``format_str`` (``AcarAnnotations.format_strs``).
+    """
+    return FlatFrameLayout(root, name="acar", folder="{video}", pattern=pattern, fps=fps, timestamp_start=timestamp_start)
+
+
+def step_layout(root: str | Path) -> StepFrameLayout:
+    """The ``step`` layout ``<root>/frames/<video>/<ts:05d>/*.jpg`` (STEP.md §2)."""
+    return StepFrameLayout(root)
+
+
+def _expected_layouts(root: Path, video: str) -> str:
+    return (
+        f"ava: {root / 'frames' / video}/img_%05d.jpg; step: {root / 'frames' / video}/<ts:05d>/*.jpg; "
+        f"acar: {root / video}/image_%06d.jpg"
+    )
+
+
+def detect_layout(root: str | Path, video: str) -> str:
+    """Recognise the frame layout of ``video`` under ``root`` from the files on disk.
+
+    Returns:
+        ``"ava"``, ``"step"`` or ``"acar"`` (see the module docstring), checked in this order.
+
+    Raises:
+        StadError: no layout fits; the message names the folders looked at and the patterns expected.
+    """
+    root = Path(root)
+    ava_regex, acar_regex = _printf_regex("img_%05d.jpg"), _printf_regex("image_%06d.jpg")
+    found: list[str] = []
+    frames_dir = root / "frames" / video
+    if frames_dir.is_dir():
+        with os.scandir(frames_dir) as entries:
+            for entry in entries:
+                if entry.is_file() and ava_regex.fullmatch(entry.name):
+                    return "ava"
+                if entry.is_dir() and _DIGITS.fullmatch(entry.name):
+                    with os.scandir(Path(entry.path)) as inner:
+                        if any(e.name.endswith(".jpg") for e in inner):
+                            return "step"
+        found.append(f"{frames_dir} holds neither img_%05d.jpg files nor <ts:05d>/ folders with .jpg frames")
+    else:
+        found.append(f"{frames_dir} does not exist")
+    acar_dir = root / video
+    if acar_dir.is_dir():
+        with os.scandir(acar_dir) as entries:
+            if any(entry.is_file() and acar_regex.fullmatch(entry.name) for entry in entries):
+                return "acar"
+        found.append(f"{acar_dir} holds no image_%06d.jpg files")
+    else:
+        found.append(f"{acar_dir} does not exist")
+    raise StadError(
+        f"cannot recognise the frame layout of video {video!r} under {root}: {'; '.join(found)}. "
+        f"Expected one of: {_expected_layouts(root, video)}"
+    )
+
+
+def make_layout(name: str, root: str | Path, *, fps: int | None = None, timestamp_start: int | None = None) -> FrameLayout:
+    """Build a layout by name (``"ava"``, ``"step"``, ``"acar"``), e.g. from a config.
+
+    Args:
+        fps, timestamp_start: override the flat layouts' defaults (ava: 30 / 0, acar: 30 / 900); the
+            ``step`` layout has no clock and refuses them.
+    """
+    if name == "ava":
+        return ava_layout(root, fps=30 if fps is None else fps, timestamp_start=0 if timestamp_start is None else timestamp_start)
+    if name == "acar":
+        return acar_layout(root, fps=30 if fps is None else fps, timestamp_start=900 if timestamp_start is None else timestamp_start)
+    if name == "step":
+        if fps is not None or timestamp_start is not None:
+            raise StadError("the step layout has one folder per second: fps and timestamp_start do not apply")
+        return step_layout(root)
+    raise StadError(f"unknown frame layout {name!r}; expected one of {list(LAYOUT_NAMES)} or 'auto'")
+
+
+def resolve_layout(
+    root: str | Path,
+    videos: Sequence[str],
+    layout: str = "auto",
+    *,
+    fps: int | None = None,
+    timestamp_start: int | None = None,
+) -> FrameLayout:
+    """The layout named ``layout``, or with ``"auto"`` the one ``detect_layout`` finds for every video.
+
+    Raises:
+        StadError: ``"auto"`` with no videos, a video no layout fits, or videos in different layouts.
+    """
+    if layout != "auto":
+        return make_layout(layout, root, fps=fps, timestamp_start=timestamp_start)
+    if not videos:
+        raise StadError("layout 'auto' needs at least one video to look at")
+    names: dict[str, list[str]] = {}
+    for video in videos:
+        names.setdefault(detect_layout(root, video), []).append(video)
+    if len(names) > 1:
+        found = "; ".join(f"{name}: {', '.join(vs[:3])}" for name, vs in sorted(names.items()))
+        raise StadError(f"videos under {root} are in different frame layouts ({found}); name the layout")
+    return make_layout(next(iter(names)), root, fps=fps, timestamp_start=timestamp_start)
+
+
+# --------------------------------------------------------------------------------------------------
+# Clip rules
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ClipFrames:
+    """The frames of one keyframe clip.
+
+    Attributes:
+        frames: ``(T,)`` int64 frame numbers (from 1), in clip order.
+        keyframe_index: the clip position of the keyframe (STEP: 18, ACAR: 16).
+        keyframe_frame: the keyframe's frame number.
+    """
+
+    frames: np.ndarray
+    keyframe_index: int
+    keyframe_frame: int
+
+
+def step_second_samples(n: int, samples: int = 12) -> np.ndarray:
+    """STEP's positions inside a second of ``n`` frames: ``linspace(0, n, samples, endpoint=False).astype(int)``.
+
+    ``n = 30`` gives ``[0, 2, 5, 7, 10, 12, 15, 17, 20, 22, 25, 27]``, ``n = 24`` or ``25`` gives
+    ``[0, 2, 4, ..., 22]`` (STEP.md §8 fact 12). Returns ``(samples,)`` int64 0-based positions.
+    """
+    if int(n) < 1:
+        raise StadError(f"a second needs at least one frame to sample from, got n={n}")
+    return np.linspace(0, int(n), int(samples), endpoint=False).astype(np.int64)
+
+
+def step_clip_frames(
+    timestamp: int,
+    seconds: np.ndarray,
+    first_frames: np.ndarray,
+    counts: np.ndarray,
+    *,
+    samples_per_second: int = 12,
+    before: int = 18,
+    after: int = 18,
+    video: str = "",
+) -> np.ndarray:
+    """STEP's clip of keyframe ``timestamp`` as frame numbers (STEP.md §2 "Clip", edge rule of the module).
+
+    Every second ``s`` with ``n`` frames gives the samples ``first_frame(s) + step_second_samples(n)``.
+    The clip is the last ``before`` samples of the seconds before ``timestamp`` followed by the first
+    ``after`` samples from ``timestamp`` on (defaults: 6 of ts-2, 12 of ts-1, 12 of ts, 6 of ts+1);
+    the keyframe (first frame of ``timestamp``) is clip index ``before``. A second without frames
+    repeats the nearest sample towards the keyframe (see the module docstring).
+
+    Args:
+        timestamp: the keyframe second.
+        seconds, first_frames, counts: ``(S,)`` the seconds with frames, their first frame number and
+            their frame count (``VideoFrameIndex``).
+        samples_per_second: samples per second (default 12).
+        before, after: clip samples before the keyframe and from the keyframe on (default 18, 18).
+        video: the video id, for the error message.
+
+    Returns:
+        ``(before + after,)`` int64 frame numbers.
+
+    Raises:
+        StadError: ``timestamp`` has no frames.
+    """
+    per = {int(s): (int(f), int(c)) for s, f, c in zip(seconds, first_frames, counts) if c > 0}
+    timestamp = int(timestamp)
+    if timestamp not in per:
+        raise StadError(f"keyframe {video},{timestamp}: no frames of second {timestamp} on disk, cannot build its clip")
+
+    def samples(second: int) -> np.ndarray | None:
+        if second not in per:
+            return None
+        first, n = per[second]
+        return first + step_second_samples(n, samples_per_second)
+
+    # From the keyframe on: missing seconds repeat the last sample so far.
+    right: list[np.ndarray] = []
+    total, second = 0, timestamp
+    while total < after:
+        chunk = samples(second)
+        if chunk is None:
+            chunk = np.full(samples_per_second, right[-1][-1], np.int64)
+        right.append(chunk)
+        total += len(chunk)
+        second += 1
+    # Before the keyframe, walking back: missing seconds repeat the first sample after them.
+    left: list[np.ndarray] = []
+    total, second = 0, timestamp - 1
+    next_first = int(right[0][0])
+    while total < before:
+        chunk = samples(second)
+        if chunk is None:
+            chunk = np.full(samples_per_second, next_first, np.int64)
+        left.insert(0, chunk)
+        next_first = int(chunk[0])
+        total += len(chunk)
+        second -= 1
+    left_frames = np.concatenate(left) if left else np.zeros(0, np.int64)
+    return np.concatenate([left_frames[len(left_frames) - before :], np.concatenate(right)[:after]]).astype(np.int64)
+
+
+def temporal_center_crop(indices: np.ndarray, *, size: int = 64, step: int = 2) -> np.ndarray:
+    """ACAR's ``TemporalCenterCrop`` (FBIL.md §2) of a list of frame indices.
+
+    Centre ``c = n // 2``; ``begin = max(0, c - size // 2)``; ``end = min(begin + size, n)``; a window
+    shorter than ``size`` is filled by repeating its own elements cyclically; then every ``step``-th.
+
+    Args:
+        indices: ``(n,)`` frame numbers (``range(start_frame, start_frame + n_frames)`` in ACAR).
+        size, step: window length and stride (ACAR's config: 64, 2).
+
+    Returns:
+        ``(ceil(size / step),)`` int64 (32 with the defaults).
+    """
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if len(indices) == 0:
+        raise StadError("temporal_center_crop needs at least one frame index")
+    n = len(indices)
+    begin = max(0, n // 2 - size // 2)
+    window = indices[begin : min(begin + size, n)]
+    return np.resize(window, size)[::step].astype(np.int64)  # np.resize repeats cyclically
+
+
+class StepClipRule:
+    """STEP's clip rule (``step_clip_frames``): 36 frames at 12 fps, keyframe at clip index 18.
+
+    Args:
+        samples_per_second, before, after: see ``step_clip_frames`` (defaults 12, 18, 18).
+    """
+
+    name = "step"
+
+    def __init__(self, *, samples_per_second: int = 12, before: int = 18, after: int = 18) -> None:
+        self.samples_per_second = _positive("samples_per_second", samples_per_second)
+        if int(before) < 0 or int(after) < 1:
+            raise StadError(f"before must be >= 0 and after >= 1, got {before}, {after}")
+        self.before, self.after = int(before), int(after)
+
+    @property
+    def num_frames(self) -> int:
+        return self.before + self.after
+
+    def __call__(self, index: VideoFrameIndex, timestamp: int) -> ClipFrames:
+        frames = step_clip_frames(
+            timestamp,
+            index.seconds,
+            index.first_frames,
+            index.counts,
+            samples_per_second=self.samples_per_second,
+            before=self.before,
+            after=self.after,
+            video=index.video,
+        )
+        return ClipFrames(frames, self.before, int(frames[self.before]))
+
+    def __repr__(self) -> str:
+        return f"StepClipRule({self.before}+{self.after} samples, {self.samples_per_second}/s)"
+
+
+class AcarClipRule:
+    """ACAR/FBIL's clip rule (FBIL.md §2): ``temporal_center_crop`` of a window around the keyframe.
+
+    The window is ``windows[(video, timestamp)] = (start_frame, n_frames)`` when given (an ACAR
+    pickle's entries, ``AcarAnnotations.windows``), else ``span`` frames centred on the keyframe
+    frame ``k``: ``k - span // 2 .. k + span // 2`` (ACAR's converter: ``mid - 45``, 91 frames). Frame
+    numbers outside ``1..nframes`` are clamped (edge replication). With the defaults the clip is
+    ``k - 32, k - 30, ..., k + 30`` (32 frames) and the keyframe is clip index 16.
+
+    Args:
+        size, step: ``temporal_center_crop``'s window and stride (64, 2).
+        span: default window length in frames (91).
+        windows: optional per-keyframe ``(start_frame, n_frames)``.
+    """
+
+    name = "acar"
+
+    def __init__(
+        self,
+        *,
+        size: int = 64,
+        step: int = 2,
+        span: int = 91,
+        windows: Mapping[tuple[str, int], tuple[int, int]] | None = None,
+    ) -> None:
+        self.size = _positive("size", size)
+        self.step = _positive("step", step)
+        self.span = _positive("span", span)
+        self.windows = dict(windows or {})
+
+    @property
+    def num_frames(self) -> int:
+        return len(range(0, self.size, self.step))
+
+    def __call__(self, index: VideoFrameIndex, timestamp: int) -> ClipFrames:
+        keyframe = index.keyframe_frame(timestamp)
+        start, n = self.windows.get((index.video, int(timestamp)), (keyframe - self.span // 2, self.span))
+        if int(n) < 1:
+            raise StadError(f"keyframe {index.video},{int(timestamp)}: window of {n} frames")
+        crop = temporal_center_crop(np.arange(int(start), int(start) + int(n)), size=self.size, step=self.step)
+        position = int(np.argmin(np.abs(crop - keyframe)))  # where the keyframe (or the nearest frame) sits
+        return ClipFrames(np.clip(crop, 1, index.nframes), position, keyframe)
+
+    def __repr__(self) -> str:
+        return f"AcarClipRule(size={self.size}, step={self.step}, span={self.span}, {len(self.windows)} windows)"
+
+
+class CenteredClipRule:
+    """Stad's earlier rule: ``num_frames`` frames ``c + (i - num_frames // 2) * frame_stride`` around
+    the keyframe frame ``c`` (``VideoFrameIndex.nominal_frame``, clamped to ``1..nframes``), clamped to
+    ``1..nframes``; the keyframe is clip index ``num_frames // 2``."""
+
+    name = "centered"
+
+    def __init__(self, *, num_frames: int = 32, frame_stride: int = 2) -> None:
+        self.num_frames = _positive("num_frames", num_frames)
+        self.frame_stride = _positive("frame_stride", frame_stride)
+
+    def __call__(self, index: VideoFrameIndex, timestamp: int) -> ClipFrames:
+        center = int(np.clip(index.nominal_frame(timestamp), 1, index.nframes))
+        offsets = (np.arange(self.num_frames) - self.num_frames // 2) * self.frame_stride
+        frames = np.clip(center + offsets, 1, index.nframes).astype(np.int64)
+        return ClipFrames(frames, self.num_frames // 2, center)
+
+    def __repr__(self) -> str:
+        return f"CenteredClipRule(num_frames={self.num_frames}, frame_stride={self.frame_stride})"
+
+
+ClipRule = StepClipRule | AcarClipRule | CenteredClipRule
+
+# --------------------------------------------------------------------------------------------------
+# Keyframe lists
+# --------------------------------------------------------------------------------------------------
+
+
+def list_keyframes(layout: FrameLayout, video: str, *, first: int | None = None, last: int | None = None) -> np.ndarray:
+    """The keyframe timestamps of ``video`` found on disk: the seconds with frames in ``[first, last]``.
+
+    Examples: STEP/AVA evaluates ``first=902, last=1798``; stad synth annotates seconds ``>= 1``.
+
+    Returns:
+        ``(K,)`` int64 ascending timestamps.
+    """
+    seconds = layout.index(video).seconds
+    keep = np.ones(len(seconds), bool)
+    if first is not None:
+        keep &= seconds >= int(first)
+    if last is not None:
+        keep &= seconds <= int(last)
+    return seconds[keep].astype(np.int64)
+
+
+def enumerate_keyframes(
+    layout: FrameLayout,
+    videos: Sequence[str],
+    annotations: Sequence[KeyframeLabels] = (),
+    *,
+    num_classes: int,
+    first: int | None = None,
+    last: int | None = None,
+    excluded: set[tuple[str, int]] | None = None,
+) -> list[KeyframeLabels]:
+    """Every keyframe of ``videos`` for testing (STEP's ``foreground_only=False``): labelled or not.
+
+    The keyframes are the seconds with frames on disk in ``[first, last]`` (``list_keyframes``) plus
+    the annotated keyframes of these videos in that range; annotated ones carry their actors, the
+    others have zero actors (``boxes`` ``(0, 4)``, ``labels`` ``(0, num_classes)``). ``excluded``
+    keyframes are left out.
+
+    Returns:
+        ``KeyframeLabels`` sorted by (video, timestamp).
+    """
+    wanted = set(videos)
+    by_key = {(k.video, int(k.timestamp)): k for k in annotations if k.video in wanted}
+    excluded = excluded or set()
+    out: list[KeyframeLabels] = []
+    for video in sorted(wanted):
+        stamps = set(list_keyframes(layout, video, first=first, last=last).tolist())
+        stamps |= {
+            ts for v, ts in by_key if v == video and (first is None or ts >= first) and (last is None or ts <= last)
+        }
+        for ts in sorted(stamps):
+            if (video, ts) in excluded:
+                continue
+            known = by_key.get((video, ts))
+            out.append(known if known is not None else _empty_keyframe(video, ts, num_classes))
+    return out
+
+
+def _empty_keyframe(video: str, timestamp: int, num_classes: int) -> KeyframeLabels:
+    return KeyframeLabels(
+        video=video,
+        timestamp=int(timestamp),
+        boxes=np.zeros((0, 4), np.float64),
+        labels=np.zeros((0, num_classes), bool),
+        person_ids=np.zeros(0, np.int64),
+    )
+
+
+def foreground_keyframes(keyframes: Sequence[KeyframeLabels]) -> list[KeyframeLabels]:
+    """The keyframes with at least one actor (STEP's training list, ``foreground_only=True``)."""
+    return [k for k in keyframes if len(k.boxes) > 0]
+
+
+def read_keyframe_annotations(
+    annotations: str | Path | AVARows,
+    labelmap: LabelMap,
+    *,
+    excluded: set[tuple[str, int]] | None = None,
+) -> list[KeyframeLabels]:
+    """``stad.data.ava.read_keyframes`` plus a check that the label map fits the annotations.
+
+    Action ids missing from the label map add no label (the AVA protocol: e.g. the 80-class CSV with
+    the 60-class map); but when **no** action id of the file is in the map, the map is the wrong one.
+
+    Raises:
+        StadError: zero overlap between the file's action ids and the label map (both listed).
+    """
+    rows = annotations if isinstance(annotations, AVARows) else read_ava_annotations(annotations)
+    if len(rows) and not np.any(labelmap.index_of(rows.action_id) >= 0):
+        file_ids = np.unique(rows.action_id).tolist()
+        raise StadError(
+            f"{rows.path or 'annotations'}: none of its action ids {_few(file_ids)} is in the label map "
+            f"(ids {_few(labelmap.ids)}); is it the label map of this data set?"
+        )
+    return read_keyframes(rows, labelmap, excluded=excluded)
+
+
+def _few(values: Sequence[Any], limit: int = 8) -> str:
+    values = list(values)
+    shown = ", ".join(str(v) for v in values[:limit])
+    return f"[{shown}{', ...' if len(values) > limit else ''}] ({len(values)})"
+
+
+def neighbor_table(annotations: Sequence[KeyframeLabels]) -> dict[tuple[str, int], dict[int, np.ndarray]]:
+    """``(video, timestamp) -> {person_id: (4,) normalised box}`` for the persons with an id (>= 0)."""
+    table: dict[tuple[str, int], dict[int, np.ndarray]] = {}
+    for keyframe in annotations:
+        boxes = np.asarray(keyframe.boxes, dtype=np.float64).reshape(-1, 4)
+        persons = {int(p): boxes[i] for i, p in enumerate(np.asarray(keyframe.person_ids).reshape(-1)) if p >= 0}
+        if persons:
+            table.setdefault((keyframe.video, int(keyframe.timestamp)), {}).update(persons)
+    return table
+
+
+def neighbor_boxes(
+    keyframe: KeyframeLabels,
+    table: Mapping[tuple[str, int], Mapping[int, np.ndarray]],
+    offsets: Sequence[int] = (-1, 1),
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same person's box at ``timestamp + offset`` for each actor (STEP's GT chunks 0 and 2).
+
+    Returns:
+        ``(N, len(offsets), 4)`` float64 normalised boxes (zeros where missing) and ``(N, len(offsets))``
+        bool validity; actors without a person id (-1) have no neighbours.
+    """
+    person_ids = np.asarray(keyframe.person_ids).reshape(-1)
+    boxes = np.zeros((len(person_ids), len(offsets), 4), np.float64)
+    valid = np.zeros((len(person_ids), len(offsets)), bool)
+    for j, offset in enumerate(offsets):
+        persons = table.get((keyframe.video, int(keyframe.timestamp) + int(offset)), {})
+        for n, pid in enumerate(person_ids.tolist()):
+            if pid >= 0 and pid in persons:
+                boxes[n, j] = persons[pid]
+                valid[n, j] = True
+    return boxes, valid
+
+
+# --------------------------------------------------------------------------------------------------
+# Person proposals: CSV, ACAR/FBIL annotation pickles, checks
+# --------------------------------------------------------------------------------------------------
+
+
+def read_proposals_csv(path: str | Path) -> dict[tuple[str, int], np.ndarray]:
+    """Read a proposals CSV ``video_id,timestamp,x1,y1,x2,y2[,score]`` (no header, boxes normalised to [0, 1]).
+
+    A 6-column row has score 1.0. Rows of one keyframe are gathered in file order.
+
+    Returns:
+        ``(video_id, second) -> (P, 5)`` float64 ``x1, y1, x2, y2, score``.
+
+    Raises:
+        FileNotFoundError: no file. StadError: a row with a wrong column count or value (file and line named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"proposals CSV not found: {path}")
+    grouped: dict[tuple[str, int], list[list[float]]] = {}
+    reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8")))
+    for row in reader:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        line = reader.line_num
+        if len(row) not in (6, 7) or not row[0]:
+            raise StadError(f"{path} line {line}: expected 'video_id,timestamp,x1,y1,x2,y2[,score]', got {','.join(row)!r}")
+        try:
+            ts = int(row[1])
+        except ValueError:
+            raise StadError(f"{path} line {line}: timestamp must be an integer, got {row[1]!r}") from None
+        try:
+            values = [float(v) for v in row[2:]] + ([1.0] if len(row) == 6 else [])
+        except ValueError:
+            raise StadError(f"{path} line {line}: box and score must be numbers, got {','.join(row[2:])!r}") from None
+        if not all(math.isfinite(v) for v in values):
+            raise StadError(f"{path} line {line}: non-finite value in {','.join(row[2:])!r}")
+        grouped.setdefault((row[0], ts), []).append(values)
+    return {key: np.asarray(rows, dtype=np.float64).reshape(-1, 5) for key, rows in grouped.items()}
+
+
+def write_proposals_csv(path: str | Path, proposals: Mapping[tuple[str, int], np.ndarray], *, decimals: int | None = None) -> None:
+    """Write ``(video_id, second) -> (P, 5)`` normalised proposals as a header-less CSV (timestamps ``%04d``).
+
+    ``decimals=None`` writes the shortest exact repr of each value.
+    """
+    lines: list[str] = []
+    for (video, second), boxes in sorted(proposals.items()):
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.size == 0:
+            continue
+        if boxes.ndim != 2 or boxes.shape[1] != 5:
+            raise StadError(f"proposals of ({video!r}, {second}) must be (P, 5) [x1, y1, x2, y2, score], got {boxes.shape}")
+        for values in boxes.tolist():
+            text = [repr(v) if decimals is None else f"{v:.{decimals}f}" for v in values]
+            lines.append(",".join([video, f"{int(second):04d}", *text]))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def check_proposal_videos(
+    proposals: Mapping[tuple[str, int], np.ndarray], videos: Sequence[str] | set[str], *, source: str = "proposals"
+) -> None:
+    """Fail when the proposals name videos outside ``videos`` (usually the wrong file or split).
+
+    Raises:
+        StadError: listing up to 5 unknown videos and how many there are.
+    """
+    known = set(videos)
+    unknown = sorted({video for video, _ in proposals} - known)
+    if unknown:
+        raise StadError(
+            f"{source}: {len(unknown)} video(s) are not in the data set ({len(known)} videos), e.g. "
+            f"{', '.join(unknown[:5])}; use the proposals of this split, or allow extra videos"
+        )
+
+
+def _proposal_array(value: Any, where: str) -> np.ndarray:
+    boxes = np.asarray(value, dtype=np.float64)
+    if boxes.size == 0:
+        return np.zeros((0, 5), np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] not in (4, 5):
+        raise StadError(f"{where}: proposals must be (P, 5) [x1, y1, x2, y2, score] or (P, 4), got {boxes.shape}")
+    if boxes.shape[1] == 4:
+        boxes = np.concatenate([boxes, np.ones((len(boxes), 1))], axis=1)
+    if not np.isfinite(boxes).all():
+        raise StadError(f"{where}: non-finite proposal values")
+    return boxes
+
+
+@dataclass
+class AcarAnnotations:
+    """An ACAR/FBIL annotation pickle read into stad's records (FBIL.md §2).
+
+    Attributes:
+        keyframes: one ``KeyframeLabels`` per entry (sorted by video, time): the boxes with at least
+            one label are its actors (``labels`` ``(N, C)`` over ``labelmap``); an entry without
+            labelled boxes (val pickles: detector boxes only) has zero actors.
+        proposals: ``(video, time) -> (P, 5)`` every box of the entry (labelled or not), normalised,
+            score 1.0 (the pickles carry no score).
+        labelmap: the classes: ``idx_to_class`` ids and names (or the ``labelmap`` given to the reader).
+        windows: ``(video, time) -> (start_frame, n_frames)``, for ``AcarClipRule(windows=...)``.
+        format_strs: the distinct ``format_str`` file patterns (e.g. ``{"image_%06d.jpg"}``).
+    """
+
+    keyframes: list[KeyframeLabels]
+    proposals: dict[tuple[str, int], np.ndarray]
+    labelmap: LabelMap
+    windows: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    format_strs: set[str] = field(default_factory=set)
+
+
+def read_acar_annotations(path: str | Path, *, labelmap: LabelMap | None = None) -> AcarAnnotations:
+    """Read an ACAR/FBIL annotation pickle ``(data, idx_to_class)`` (FBIL.md §2) with the safe unpickler.
+
+    ``data`` is a list of dicts with ``video`` (str), ``format_str`` (printf file pattern),
+    ``start_frame`` (1-based), ``n_frames``, ``time`` (int seconds) and ``labels``: a list of dicts
+    with ``bounding_box`` (``[x1, y1, x2, y2]`` normalised) and ``label`` (class indices into
+    ``idx_to_class``), optionally ``person_id``. ``idx_to_class`` is a list of dicts with ``id``
+    (official AVA id) and ``name``.
+
+    Args:
+        path: the pickle.
+        labelmap: map the classes onto this label map by AVA id (ids it lacks are dropped, as the AVA
+            protocol does); default: ``idx_to_class`` itself, in its order.
+
+    Raises:
+        StadError: a refused global, a wrong structure (entry index, video and field named), a label
+            index outside ``idx_to_class``, a duplicated keyframe, or zero id overlap with ``labelmap``.
+    """
+    path = Path(path)
+    raw = safe_load_pickle(path, what="ACAR annotations")
+    if not isinstance(raw, (tuple, list)) or len(raw) != 2:
+        raise StadError(f"{path}: expected a tuple (data, idx_to_class), got {type(raw).__name__}")
+    data, idx_to_class = raw
+    if not isinstance(idx_to_class, (list, tuple)) or not idx_to_class:
+        raise StadError(f"{path}: idx_to_class must be a non-empty list of {{'id', 'name'}} dicts")
+    ids, names = [], []
+    for i, cls in enumerate(idx_to_class):
+        if not isinstance(cls, dict) or "id" not in cls:
+            raise StadError(f"{path}: idx_to_class[{i}] must be a dict with an 'id', got {cls!r}")
+        ids.append(int(cls["id"]))
+        names.append(str(cls.get("name", cls["id"])))
+    own = LabelMap(ids=ids, names=names, label_types=[None] * len(ids))
+    target = own if labelmap is None else labelmap
+    class_of_index = target.index_of(np.asarray(ids))  # [C_file] position in target, -1 = dropped
+    if not np.any(class_of_index >= 0):
+        raise StadError(f"{path}: none of the class ids {_few(ids)} is in the label map (ids {_few(target.ids)})")
+    if not isinstance(data, (list, tuple)):
+        raise StadError(f"{path}: data must be a list of per-keyframe dicts, got {type(data).__name__}")
+
+    keyframes: list[KeyframeLabels] = []
+    proposals: dict[tuple[str, int], np.ndarray] = {}
+    windows: dict[tuple[str, int], tuple[int, int]] = {}
+    formats: set[str] = set()
+    for e, entry in enumerate(data):
+        where = f"{path} entry {e}"
+        if not isinstance(entry, dict):
+            raise StadError(f"{where}: expected a dict, got {type(entry).__name__}")
+        missing = [k for k in ("video", "time", "labels") if k not in entry]
+        if missing:
+            raise StadError(f"{where}: missing key(s) {missing}")
+        video, time = str(entry["video"]), int(entry["time"])
+        where = f"{where} ({video},{time})"
+        if (video, time) in proposals:
+            raise StadError(f"{where}: keyframe {video},{time} appears twice")
+        if "start_frame" in entry and "n_frames" in entry:
+            windows[(video, time)] = (int(entry["start_frame"]), int(entry["n_frames"]))
+        if "format_str" in entry:
+            formats.add(str(entry["format_str"]))
+        entry_pids = entry.get("person_id")
+        boxes, labels, person_ids = [], [], []
+        all_boxes = []
+        for b, box_dict in enumerate(entry["labels"]):
+            if not isinstance(box_dict, dict) or "bounding_box" not in box_dict:
+                raise StadError(f"{where}: labels[{b}] must be a dict with 'bounding_box' and 'label'")
+            box = np.asarray(box_dict["bounding_box"], dtype=np.float64).reshape(-1)
+            if box.shape != (4,) or not np.isfinite(box).all():
+                raise StadError(f"{where}: labels[{b}].bounding_box must be 4 finite numbers, got {box_dict['bounding_box']!r}")
+            indices = np.asarray(box_dict.get("label", []), dtype=np.int64).reshape(-1)
+            if np.any((indices < 0) | (indices >= len(ids))):
+                raise StadError(f"{where}: labels[{b}].label {indices.tolist()} outside 0..{len(ids) - 1}")
+            all_boxes.append(box)
+            if len(indices) == 0:
+                continue
+            multi_hot = np.zeros(len(target), bool)
+            mapped = class_of_index[indices]
+            multi_hot[mapped[mapped >= 0]] = True
+            pid = box_dict.get("person_id")
+            if pid is None and isinstance(entry_pids, (list, tuple)) and len(entry_pids) == len(entry["labels"]):
+                pid = entry_pids[b]
+            boxes.append(box)
+            labels.append(multi_hot)
+            person_ids.append(-1 if pid is None else int(np.asarray(pid).reshape(-1)[0]))
+        proposals[(video, time)] = _proposal_array(np.asarray(all_boxes).reshape(-1, 4), where)
+        keyframes.append(
+            KeyframeLabels(
+                video=video,
+                timestamp=time,
+                boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+                labels=np.asarray(labels, dtype=bool).reshape(-1, len(target)),
+                person_ids=np.asarray(person_ids, dtype=np.int64),
+            )
+        )
+    keyframes.sort(key=lambda k: (k.video, k.timestamp))
+    return AcarAnnotations(keyframes=keyframes, proposals=proposals, labelmap=target, windows=windows, format_strs=formats)
+
+
+# --------------------------------------------------------------------------------------------------
+# Normalisation
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipNormalization:
+    """Per-channel ``(pixel - mean) / std`` with ``mean``/``std`` in **pixel units** (0..255), RGB order."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_unit(cls, mean: Sequence[float], std: Sequence[float]) -> "ClipNormalization":
+        """From the ``x / 255`` convention (e.g. ImageNet's 0.485 / 0.229): multiplies by 255."""
+        return cls(tuple(255.0 * float(m) for m in mean), tuple(255.0 * float(s) for s in std))  # type: ignore[arg-type]
+
+
+# STEP.md §2: x * 2 / 255 - 1, i.e. (x - 127.5) / 127.5, range [-1, 1].
+STEP_NORMALIZATION = ClipNormalization((127.5, 127.5, 127.5), (127.5, 127.5, 127.5))
+# FBIL.md §2 (ACAR R101 config: ToTensor(norm_value=1) then Normalize, RGB, pixel units).
+ACAR_NORMALIZATION = ClipNormalization((110.63666788, 103.16065604, 96.29023126), (38.7568578, 37.88248729, 40.02898126))
+IMAGENET_NORMALIZATION = ClipNormalization.from_unit((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def normalize_pixels(clip: np.ndarray, normalization: ClipNormalization) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 or float pixels (0..255, RGB) → ``(T, 3, H, W)`` float32 ``(x - mean) / std``.
+
+    The input is never modified.
+    """
+    if clip.ndim != 4 or clip.shape[-1] != 3:
+        raise StadError(f"clip must be (T, H, W, 3), got {clip.shape}")
+    mean = torch.tensor(normalization.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(normalization.std, dtype=torch.float32).view(1, 3, 1, 1)
+    tensor = torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).to(torch.float32)  # [T, 3, H, W]
+    return (tensor - mean) / std  # a new tensor
+
+
+# --------------------------------------------------------------------------------------------------
+# The dataset
+# --------------------------------------------------------------------------------------------------
+
+
+class KeyframeDataset(_AugmentedDataset):
+    """Keyframe clips with multi-label actors, neighbour boxes and proposals (STEP, FBIL; see the module docstring).
+
+    Per item: the clip rule gives the ``(T,)`` frame numbers, the frames are read as RGB from the
+    layout (all must have one size ``H0 x W0``), the keyframe boxes (normalised in the annotations)
+    are scaled to ``W0, H0`` and go through ``transform`` with the clip, which ends at ``input_size``
+    (STEP: every frame resized to the square input, aspect not kept). Neighbour boxes and proposals
+    follow the pixels through ``ClipSample.affine`` (``boxes_from_original``) and are clipped to the
+    input; persons the transform drops lose their neighbour rows too; a neighbour box or proposal left
+    with zero width or height is invalid (neighbour: zeroed, ``neighbor_valid`` False; proposal: removed).
+
+    Args:
+        keyframes: the keyframes (``KeyframeLabels``, ``labels`` ``(N, num_classes)``), e.g.
+            ``foreground_keyframes(read_keyframe_annotations(...))`` to train, ``enumerate_keyframes`` to test.
+        layout: where the frames are (``ava_layout``, ``step_layout``, ``acar_layout``, ``resolve_layout``).
+        clip_rule: ``StepClipRule()`` (default), ``AcarClipRule()`` or ``CenteredClipRule()``.
+        input_size: network input ``(H, W)`` (default (400, 400), STEP's).
+        num_classes: ``C``.
+        transform: clip transform ending at ``input_size`` (default ``build_test_transform``, a uint8
+            resize; STEP: ``build_step_train_transform`` / ``build_step_test_transform``).
+        normalization: ``STEP_NORMALIZATION`` (default), ``ACAR_NORMALIZATION``, ``IMAGENET_NORMALIZATION``
+            or your own ``ClipNormalization``.
+        seed: augmentation seed (default 0).
+        foreground_only: keep only keyframes with at least one actor (default False).
+        neighbor_annotations: where to look up the neighbour boxes (default ``keyframes``; pass the
+            full annotation list when ``keyframes`` is filtered).
+        neighbor_offsets: seconds of the neighbours (default (-1, 1), STEP's chunks 0 and 2).
+        proposals: ``(video, timestamp) -> (P, 5)`` or ``(P, 4)`` normalised boxes (+ score); items
+            then carry ``proposals``/``proposal_scores``; a keyframe missing from it has ``P = 0``.
+        proposal_min_score: drop proposals scoring below this (default 0: keep all).
+        allow_extra_proposal_videos: accept proposals of videos outside the keyframes (default False:
+            ``check_proposal_videos`` raises).
+
+    Raises:
+        StadError: no keyframes, bad shapes, a keyframe whose second has no frames (for the STEP and
+            ACAR rules), bad proposals. FileNotFoundError: a video's frame folder is missing.
+    """
+
+    def __init__(
+        self,
+        keyframes: Sequence[KeyframeLabels],
+        layout: FrameLayout,
+        *,
+        # clip sampling
+        clip_rule: ClipRule | None = None,
+        # items
+        input_size: Sequence[int] = (400, 400),
+        num_classes: int,
+        transform: Transform | None = None,
+        normalization: ClipNormalization = STEP_NORMALIZATION,
+        seed: int = 0,
+        # which keyframes, neighbours, proposals
+        foreground_only: bool = False,
+        neighbor_annotations: Sequence[KeyframeLabels] | None = None,
+        neighbor_offsets: Sequence[int] = (-1, 1),
+        proposals: Mapping[tuple[str, int], np.ndarray] | None = None,
+        proposal_min_score: float = 0.0,
+        allow_extra_proposal_videos: bool = False,
+    ) -> None:
+        super().__init__(input_size=input_size, transform=transform, seed=seed)
+        self.layout = layout
+        self.clip_rule = StepClipRule() if clip_rule is None else clip_rule
+        self.num_classes = _positive("num_classes", num_classes)
+        self.normalization = normalization
+        self.keyframes = foreground_keyframes(keyframes) if foreground_only else list(keyframes)
+        if not self.keyframes:
+            raise StadError(f"no keyframes given to {type(self).__name__}" + (" (foreground_only)" if foreground_only else ""))
+        for keyframe in self.keyframes:
+            _check_keyframe(keyframe, self.num_classes)
+        videos = sorted({k.video for k in self.keyframes})
+        self.frame_indexes = {video: layout.index(video) for video in videos}
+        if not isinstance(self.clip_rule, CenteredClipRule):  # STEP and ACAR need the keyframe's own second
+            for keyframe in self.keyframes:
+                if not self.frame_indexes[keyframe.video].has_second(keyframe.timestamp):
+                    index = self.frame_indexes[keyframe.video]
+                    raise StadError(
+                        f"keyframe {keyframe.video},{keyframe.timestamp}: no frames of second {keyframe.timestamp} "
+                        f"in {layout.video_folder(keyframe.video)} {index._span()}"
+                    )
+        self.neighbor_offsets = tuple(int(o) for o in neighbor_offsets)
+        self.neighbors = neighbor_table(self.keyframes if neighbor_annotations is None else neighbor_annotations)
+        self.proposal_min_score = float(proposal_min_score)
+        self.proposals: dict[tuple[str, int], np.ndarray] | None = None
+        if proposals is not None:
+            if not allow_extra_proposal_videos:
+                check_proposal_videos(proposals, videos)
+            self.proposals = {
+                (str(v), int(t)): _proposal_array(p, f"proposals of {v},{t}") for (v, t), p in proposals.items()
+            }
+
+    @property
+    def nframes(self) -> dict[str, int]:
+        """``video -> highest frame number`` of the videos used."""
+        return {video: index.nframes for video, index in self.frame_indexes.items()}
+
+    def __len__(self) -> int:
+        return len(self.keyframes)
+
+    def clip_frames(self, keyframe: KeyframeLabels) -> ClipFrames:
+        """The frames of ``keyframe``'s clip by the clip rule."""
+        return self.clip_rule(self.frame_indexes[keyframe.video], int(keyframe.timestamp))
+
+    def read_clip(self, video: str, frames: np.ndarray) -> np.ndarray:
+        """``(T, H0, W0, 3)`` uint8 RGB frames of ``video`` (each distinct frame read once).
+
+        Raises:
+            FileNotFoundError: a frame file is missing (its path named). StadError: frames of different sizes.
+        """
+        index = self.frame_indexes.get(video) or self.layout.index(video)
+        cache: dict[int, np.ndarray] = {}
+        for frame in frames.tolist():
+            if frame not in cache:
+                cache[frame] = read_rgb(self.layout.frame_path(video, frame, index))
+        shapes = {image.shape for image in cache.values()}
+        if len(shapes) != 1:
+            raise StadError(f"frames {frames.tolist()} of {video} have different sizes: {sorted(shapes)}")
+        return np.stack([cache[frame] for frame in frames.tolist()])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        keyframe = self.keyframes[index]
+        clip_frames = self.clip_frames(keyframe)
+        clip = self.read_clip(keyframe.video, clip_frames.frames)  # [T, H0, W0, 3]
+        h0, w0 = int(clip.shape[1]), int(clip.shape[2])
+        to_pixels = np.array([w0, h0, w0, h0], dtype=np.float64)
+        boxes = np.asarray(keyframe.boxes, dtype=np.float64).reshape(-1, 4) * to_pixels
+        out = self._apply(ClipSample.create(clip, boxes), index)
+        keep = out.keep  # [N] actors still present
+
+        near, near_valid = neighbor_boxes(keyframe, self.neighbors, self.neighbor_offsets)  # [N, 2, 4], [N, 2]
+        near = boxes_from_original(near * to_pixels, out.affine, out.size)[keep]
+        near_valid = near_valid[keep] & (near[..., 2] > near[..., 0]) & (near[..., 3] > near[..., 1])
+        near[~near_valid] = 0.0
+
+        labels = np.asarray(keyframe.labels, dtype=np.float32).reshape(-1, self.num_classes)[keep]
+        item: dict[str, Any] = {
+            "clip": normalize_pixels(out.clip, self.normalization),  # [T, 3, H, W]
+            "boxes": torch.from_numpy(out.boxes.astype(np.float32)).reshape(-1, 4),
+            "labels": torch.from_numpy(labels),
+            "person_ids": torch.from_numpy(np.asarray(keyframe.person_ids, dtype=np.int64).reshape(-1)[keep]),
+            "neighbor_boxes": torch.from_numpy(near.astype(np.float32)).reshape(-1, len(self.neighbor_offsets), 4),
+            "neighbor_valid": torch.from_numpy(near_valid).reshape(-1, len(self.neighbor_offsets)),
+        }
+        if self.proposals is not None:
+            raw = self.proposals.get((keyframe.video, int(keyframe.timestamp)), np.zeros((0, 5)))
+            raw = raw[raw[:, 4] >= self.proposal_min_score]
+            moved = boxes_from_original(raw[:, :4] * to_pixels, out.affine, out.size)  # [P, 4]
+            alive = (moved[:, 2] > moved[:, 0]) & (moved[:, 3] > moved[:, 1])
+            item["proposals"] = torch.from_numpy(moved[alive].astype(np.float32)).reshape(-1, 4)
+            item["proposal_scores"] = torch.from_numpy(raw[alive, 4].astype(np.float32))
+        item.update(
+            {
+                "video": keyframe.video,
+                "timestamp": int(keyframe.timestamp),
+                "center_frame": int(clip_frames.keyframe_frame),
+                "keyframe_index": int(clip_frames.keyframe_index),
+                "frames": torch.from_numpy(clip_frames.frames.astype(np.int64)),
+                **self._meta(out, (h0, w0)),
+            }
+        )
+        return item
+
+
+def _check_keyframe(keyframe: KeyframeLabels, num_classes: int) -> None:
+    where = f"keyframe {keyframe.video},{keyframe.timestamp}"
+    n = len(keyframe.boxes)
+    if np.shape(keyframe.boxes) != (n, 4):
+        raise StadError(f"{where}: boxes must be (N, 4), got {np.shape(keyframe.boxes)}")
+    if np.shape(keyframe.labels) != (n, num_classes):
+        raise StadError(f"{where}: labels must be (N={n}, num_classes={num_classes}), got {np.shape(keyframe.labels)}")
+    if np.shape(keyframe.person_ids) != (n,):
+        raise StadError(f"{where}: person_ids must be (N={n},), got {np.shape(keyframe.person_ids)}")
+
+
+class KeyframeClipDataset(KeyframeDataset):
+    """Stad's earlier keyframe dataset, kept for its callers: ``KeyframeDataset`` with the ``ava``
+    layout, ``CenteredClipRule(num_frames, frame_stride)`` and mean/std in ``x / 255`` units (ImageNet).
+
+    Frames ``<frames_root>/frames/<video>/img_%05d.jpg``; the clip is ``num_frames`` frames
+    ``frame_stride`` apart around the keyframe frame ``(timestamp - timestamp_start) * fps + 1``,
+    clamped to the frames that exist. Items are those of ``KeyframeDataset`` (no proposals).
+    """
+
+    def __init__(
+        self,
+        keyframes: Sequence[KeyframeLabels],
+        frames_root: str | Path,
+        *,
+        # clip sampling
+        num_frames: int = 32,
+        frame_stride: int = 2,
+        fps: int = 30,
+        timestamp_start: int = 0,
+        # items
+        input_size: Sequence[int] = (256, 256),
+        num_classes: int,
+        transform: Transform | None = None,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        seed: int = 0,
+    ) -> None:
+        self.frames_root = Path(frames_root)
+        self.num_frames = _positive("num_frames", num_frames)
+        self.frame_stride = _positive("frame_stride", frame_stride)
+        self.fps = _positive("fps", fps)
+        self.timestamp_start = int(timestamp_start)
+        self.mean, self.std = tuple(mean), tuple(std)
+        super().__init__(
+            keyframes,
+            ava_layout(frames_root, fps=fps, timestamp_start=timestamp_start),
+            clip_rule=CenteredClipRule(num_frames=num_frames, frame_stride=frame_stride),
+            input_size=input_size,
+            num_classes=num_classes,
+            transform=transform,
+            normalization=ClipNormalization.from_unit(mean, std),
+            seed=seed,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Collate
+# --------------------------------------------------------------------------------------------------
+
+_PROPOSAL_KEYS = ("proposals", "proposal_scores")
+
+
+def collate_keyframes(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch keyframe items (``KeyframeDataset``, ``KeyframeClipDataset``).
+
+    Returns:
+        ``clip`` ``(B, T, 3, H, W)``; per actor, padded to ``N_max``: ``boxes`` ``(B, N_max, 4)`` (0),
+        ``labels`` ``(B, N_max, C)`` (0), ``person_ids`` ``(B, N_max)`` (-1), ``neighbor_boxes``
+        ``(B, N_max, 2, 4)`` (0), ``neighbor_valid`` ``(B, N_max, 2)`` (False), ``mask`` ``(B, N_max)``
+        bool (True = real actor); with proposals, padded to ``P_max``: ``proposals`` ``(B, P_max, 4)``
+        (0), ``proposal_scores`` ``(B, P_max)`` (0), ``proposal_mask`` ``(B, P_max)`` bool; meta:
+        ``timestamp``, ``center_frame``, ``keyframe_index``, ``num_dropped`` ``(B,)`` int64,
+        ``frames`` ``(B, T)``, ``orig_size`` ``(B, 2)``, ``affine`` ``(B, 4)``, ``scale`` ``(B, 2)``,
+        ``video`` a list of B names.
+
+    Raises:
+        StadError: an empty batch, or items with and without proposals mixed.
+    """
+    if not items:
+        raise StadError("cannot collate an empty batch")
+    with_proposals = ["proposals" in item for item in items]
+    if any(with_proposals) and not all(with_proposals):
+        raise StadError("cannot collate keyframe items with and without proposals in one batch")
+    core = [{k: v for k, v in item.items() if k not in _PROPOSAL_KEYS} for item in items]
+    batch = _collate(
+        core, {"boxes": 0.0, "labels": 0.0, "person_ids": -1, "neighbor_boxes": 0.0, "neighbor_valid": False}
+    )
+    if all(with_proposals):
+        counts = [len(item["proposals"]) for item in items]
+        p_max = max(counts)
+        boxes = torch.zeros((len(items), p_max, 4), dtype=torch.float32)
+        scores = torch.zeros((len(items), p_max), dtype=torch.float32)
+        for b, item in enumerate(items):
+            boxes[b, : counts[b]] = item["proposals"]
+            scores[b, : counts[b]] = item["proposal_scores"]
+        batch["proposals"] = boxes  # [B, P_max, 4]
+        batch["proposal_scores"] = scores  # [B, P_max]
+        batch["proposal_mask"] = torch.arange(p_max)[None, :] < torch.tensor(counts)[:, None]  # [B, P_max]
+    return batch
+
+
+__all__ = [
+    "ACAR_NORMALIZATION",
+    "AcarAnnotations",
+    "AcarClipRule",
+    "CenteredClipRule",
+    "ClipFrames",
+    "ClipNormalization",
+    "ClipRule",
+    "FlatFrameLayout",
+    "FrameLayout",
+    "IMAGENET_NORMALIZATION",
+    "KeyframeClipDataset",
+    "KeyframeDataset",
+    "LAYOUT_NAMES",
+    "STEP_NORMALIZATION",
+    "StepClipRule",
+    "StepFrameLayout",
+    "VideoFrameIndex",
+    "acar_layout",
+    "ava_layout",
+    "check_proposal_videos",
+    "collate_keyframes",
+    "detect_layout",
+    "enumerate_keyframes",
+    "foreground_keyframes",
+    "list_keyframes",
+    "make_layout",
+    "neighbor_boxes",
+    "neighbor_table",
+    "normalize_pixels",
+    "read_acar_annotations",
+    "read_keyframe_annotations",
+    "read_proposals_csv",
+    "resolve_layout",
+    "step_clip_frames",
+    "step_layout",
+    "step_second_samples",
+    "temporal_center_crop",
+    "write_proposals_csv",
+]
