@@ -171,3 +171,28 @@ class Problem:
     def __str__(self) -> str:
         where = self.location if self.frame is None else f"{self.location} frame {self.frame}"
         return f"{where}: {self.field}: {self.message}"
+
+
+@dataclass
+class KeyframeDetections:
+    """Actor-action detections of one keyframe (STEP-style keyframe detectors), ``M`` rows, one per (box, class).
+
+    Scores are independent per class (multi-label), so one box may appear in several rows with different labels.
+
+    Attributes:
+        boxes: ``(M, 4)`` float64 ``x1, y1, x2, y2`` normalized to [0, 1] by the network input width and height.
+        labels: ``(M,)`` int64, 0-based class index.
+        scores: ``(M,)`` float64, e.g. a sigmoid probability.
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls) -> "KeyframeDetections":
+        """No detections: ``(0, 4)`` boxes, ``(0,)`` labels and scores."""
+        return cls(boxes=np.zeros((0, 4), np.float64), labels=np.zeros(0, np.int64), scores=np.zeros(0, np.float64))

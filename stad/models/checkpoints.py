@@ -246,3 +246,234 @@ def load_centernet_coco_weights(model: nn.Module, path: str | Path, *, arch: str
         raise StadError(f"{path}: the COCO file lacks model keys outside the center/movement branches: {outside_heads[:6]}")
     load_state_dict_strict(model, {**own, **mapped}, source=str(path))
     return left
+
+
+# ---------------------------------------------------------------------------------------------------
+# STEP (Yang et al., CVPR 2019): the released ``ava_step.pth`` / ``ava_cls.pth`` and ``i3d_kinetics.pth`` layouts
+# (shared/methods/STEP.md §9). The functions are duck-typed on the stad modules: a STEP detector has
+# ``backbone``, ``context_net`` (with ``i3d_conv``) and ``heads`` (a list of two-branch heads, each with
+# ``i3d_conv``); the classification pre-training model has ``head`` instead of ``heads``.
+#
+# =====================================  ===========================================================
+# STEP release key                        stad key (detector; the classifier uses ``head.`` for ``heads.0.``)
+# =====================================  ===========================================================
+# ``base_net``: ``module.base_model.*``   ``backbone.*`` (``stad.models.backbones.i3d.map_step_base_net_state_dict``)
+# ``context_net``: ``module.i3d_conv_context.{1,2}.*``   ``context_net.i3d_conv.mixed_5{b,c}.*``
+# ``det_net{k}``: ``i3d_conv.{0,1}.*``    ``heads.{k}.i3d_conv.mixed_5{b,c}.*``
+# ``det_net{k}``: any other key ``x``     ``heads.{k}.x`` (``downsample``, ``global_cls``, ``local_conv``, ...)
+# =====================================  ===========================================================
+
+STEP_RELEASE_NETS = ("base_net", "context_net")
+
+
+def torch_load_step_file(path: str | Path) -> Any:
+    """``torch.load`` a STEP release file on the CPU with ``weights_only=True``, allowing the pickled
+    ``argparse.Namespace`` of its ``cfg`` entry (never ``weights_only=False``)."""
+    import argparse
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _strip(key: str) -> str:
+    return key[len("module."):] if key.startswith("module.") else key
+
+
+def _map_step_head(state_dict: dict[str, torch.Tensor], prefix: str, *, source: str) -> dict[str, torch.Tensor]:
+    """One STEP ``det_net{k}`` state dict -> stad keys under ``prefix`` (``"heads.0."`` or ``"head."``)."""
+    from stad.models.backbones.i3d import map_step_mixed5_state_dict
+
+    try:
+        out = {prefix + "i3d_conv." + k: v for k, v in map_step_mixed5_state_dict(state_dict, "i3d_conv").items()}
+    except StadError as err:
+        raise StadError(f"{source}: {err}") from None
+    for key, value in state_dict.items():
+        bare = _strip(key)
+        if not bare.startswith("i3d_conv."):
+            out[prefix + bare] = value
+    return out
+
+
+def _map_step_trunk(checkpoint: dict[str, Any], *, source: str) -> dict[str, torch.Tensor]:
+    """``base_net`` + ``context_net`` of a STEP release dict -> ``backbone.*`` + ``context_net.i3d_conv.*``."""
+    from stad.models.backbones.i3d import map_step_base_net_state_dict, map_step_mixed5_state_dict
+
+    for name in STEP_RELEASE_NETS:
+        if not isinstance(checkpoint.get(name), dict):
+            raise StadError(f"{source}: no {name!r} state dict (keys: {sorted(checkpoint)})")
+    context = checkpoint["context_net"]
+    stray = [k for k in context if not _strip(k).startswith("i3d_conv_context.")]
+    if stray:
+        raise StadError(f"{source}: unexpected context_net key {stray[0]!r}")
+    try:
+        backbone = map_step_base_net_state_dict(checkpoint["base_net"])
+        mixed5 = map_step_mixed5_state_dict(context, "module.i3d_conv_context")
+    except StadError as err:
+        raise StadError(f"{source}: {err}") from None
+    out = {"backbone." + k: v for k, v in backbone.items()}
+    out.update({"context_net.i3d_conv." + k: v for k, v in mixed5.items()})
+    return out
+
+
+def step_release_num_heads(checkpoint: dict[str, Any]) -> int:
+    """Number of consecutive ``det_net0``, ``det_net1``, ... entries of a STEP release dict."""
+    k = 0
+    while isinstance(checkpoint.get(f"det_net{k}"), dict):
+        k += 1
+    return k
+
+
+def map_step_release_state_dict(checkpoint: dict[str, Any], *, source: str = "STEP checkpoint") -> dict[str, torch.Tensor]:
+    """Convert STEP's ``ava_step.pth`` dict (``base_net``, ``context_net``, ``det_net0..``) to STEP detector keys.
+
+    Returns:
+        ``backbone.*``, ``context_net.*`` and ``heads.{k}.*`` for every ``det_net{k}`` (same tensors); load it with
+        :func:`load_state_dict_strict`, which names missing / unexpected keys and shape mismatches.
+    """
+    out = _map_step_trunk(checkpoint, source=source)
+    for k in range(step_release_num_heads(checkpoint)):
+        out.update(_map_step_head(checkpoint[f"det_net{k}"], f"heads.{k}.", source=f"{source} det_net{k}"))
+    return out
+
+
+def map_step_cls_release_state_dict(checkpoint: dict[str, Any], *, source: str = "STEP ava_cls checkpoint") -> dict[str, torch.Tensor]:
+    """Convert STEP's ``ava_cls.pth`` dict (``base_net``, ``context_net``, ``det_net0`` with the global branch only)
+    to the keys of the classification pre-training model (``backbone.*``, ``context_net.*``, ``head.*``)."""
+    if not isinstance(checkpoint.get("det_net0"), dict):
+        raise StadError(f"{source}: no 'det_net0' state dict (keys: {sorted(checkpoint)})")
+    out = _map_step_trunk(checkpoint, source=source)
+    out.update(_map_step_head(checkpoint["det_net0"], "head.", source=f"{source} det_net0"))
+    return out
+
+
+def _is_step_release(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("base_net"), dict) and isinstance(obj.get("det_net0"), dict)
+
+
+def load_step_cls_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str = "classification weights") -> None:
+    """Initialise a STEP detector from classification pre-training weights (STEP.md §5, as ``train.py`` does).
+
+    ``backbone`` and ``context_net`` are loaded in full; every head gets the pre-trained head's ``i3d_conv``
+    (Mixed_5b/5c) and ``downsample`` weights, while its ``global_cls`` is re-initialised (Xavier-normal, zero bias)
+    and its local branch and neighbour regressors keep their fresh initialisation.
+
+    Args:
+        model: a STEP detector (``backbone``, ``context_net``, ``heads``).
+        state_dict: weights in the classification model's layout (``backbone.*``, ``context_net.*``, ``head.*``),
+            e.g. a ``step_cls`` model's ``state_dict()`` or :func:`map_step_cls_release_state_dict` of ``ava_cls.pth``.
+
+    Raises:
+        StadError: a missing or unexpected key, or a shape mismatch (named).
+    """
+    trunk = {k: v for k, v in state_dict.items() if k.startswith(("backbone.", "context_net."))}
+    head = {k[len("head."):]: v for k, v in state_dict.items() if k.startswith("head.")}
+    stray = sorted(set(state_dict) - set(trunk) - {"head." + k for k in head})
+    if stray:
+        raise StadError(f"{source}: unexpected keys {stray[:6]} (expected backbone.*, context_net.*, head.*)")
+    for name in ("backbone", "context_net"):
+        part = {k[len(name) + 1:]: v for k, v in trunk.items() if k.startswith(name + ".")}
+        load_state_dict_strict(getattr(model, name), part, source=f"{source} ({name})")
+    shared = {k: v for k, v in head.items() if k.startswith(("i3d_conv.", "downsample."))}
+    unknown = sorted(k for k in head if k not in shared and not k.startswith("global_cls."))
+    if unknown:
+        raise StadError(f"{source}: unexpected head keys {unknown[:6]} (a classification head has i3d_conv, downsample, global_cls)")
+    for k, head_module in enumerate(model.heads):
+        own = head_module.state_dict()
+        wanted = {key for key in own if key.startswith(("i3d_conv.", "downsample."))}
+        missing = sorted(wanted - set(shared))
+        if missing:
+            raise StadError(f"{source}: missing head keys {missing[:6]}")
+        load_state_dict_strict(head_module, {**own, **shared}, source=f"{source} (head {k})")
+        head_module.reset_global_cls()
+
+
+def load_i3d_kinetics_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a bare Kinetics I3D file (``i3d_kinetics.pth``) into a STEP model: the backbone, and the same
+    Mixed_5b/5c weights into the context net and every head (STEP's ``build_conv``)."""
+    from stad.models.backbones.i3d import map_i3d_kinetics_state_dict
+
+    path = Path(path)
+    obj = torch_load_step_file(path)
+    if not isinstance(obj, dict):
+        raise StadError(f"{path}: expected a state dict, got {type(obj).__name__}")
+    try:
+        backbone, mixed5 = map_i3d_kinetics_state_dict(obj)
+    except StadError as err:
+        raise StadError(f"{path}: {err}") from None
+    load_state_dict_strict(model.backbone, backbone, source=f"{path} (backbone)")
+    heads = list(model.heads) if hasattr(model, "heads") else [model.head]
+    for name, module in [("context_net", model.context_net.i3d_conv)] + [(f"head {k}", h.i3d_conv) for k, h in enumerate(heads)]:
+        load_state_dict_strict(module, mixed5, source=f"{path} (Mixed_5b/5c of {name})")
+
+
+def load_step_release(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load STEP's released ``ava_step.pth`` (or ``ava_cls.pth``) into a stad STEP model, strictly.
+
+    * a detector (``heads``) and a file with as many ``det_net{k}`` as heads: every net in full;
+    * a detector and a classification file (``det_net0`` without local branch): :func:`load_step_cls_weights`;
+    * the classification model (``head``) and a classification file: in full.
+
+    The file is read with ``torch.load(weights_only=True)`` allowing only ``argparse.Namespace`` (its ``cfg``).
+
+    Returns:
+        the file's ``cfg`` as a dict (``{}`` if absent): T, max_iter, anchor_mode, label_dict, ...
+
+    Raises:
+        StadError: not a STEP release dict, a different number of heads, missing / unexpected keys or shapes.
+    """
+    path = Path(path)
+    return _load_step_release_object(model, torch_load_step_file(path), path)
+
+
+def _load_step_release_object(model: nn.Module, obj: Any, path: Path) -> dict[str, Any]:
+    """:func:`load_step_release` of an already read file ``obj``."""
+    if not _is_step_release(obj):
+        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise StadError(f"{path}: not a STEP release checkpoint (needs base_net, context_net, det_net0; got {keys})")
+    cfg = obj.get("cfg")
+    cfg_dict = dict(vars(cfg)) if cfg is not None and hasattr(cfg, "__dict__") else dict(cfg or {})
+    is_cls_file = not any(_strip(k).startswith("local_reg.") for k in obj["det_net0"])
+    if hasattr(model, "heads"):
+        if is_cls_file:
+            load_step_cls_weights(model, map_step_cls_release_state_dict(obj, source=str(path)), source=str(path))
+            return cfg_dict
+        num = step_release_num_heads(obj)
+        if num != len(model.heads):
+            raise StadError(f"{path}: the file has {num} heads (det_net0..{num - 1}), the model {len(model.heads)} steps")
+        load_state_dict_strict(model, map_step_release_state_dict(obj, source=str(path)), source=str(path))
+    else:
+        if not is_cls_file:
+            raise StadError(f"{path}: a STEP detector file cannot be loaded into the classification model")
+        load_state_dict_strict(model, map_step_cls_release_state_dict(obj, source=str(path)), source=str(path))
+    return cfg_dict
+
+
+def read_step_cls_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Classification pre-training weights of a file in the classification model's layout: a stad checkpoint
+    (``{"model": state_dict}``) of a ``step_cls`` model, or STEP's ``ava_cls.pth``."""
+    path = Path(path)
+    obj = torch_load_step_file(path)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        return obj["model"]
+    if _is_step_release(obj):
+        return map_step_cls_release_state_dict(obj, source=str(path))
+    raise StadError(f"{path}: neither a stad step_cls checkpoint ('model') nor STEP's ava_cls.pth (base_net, det_net0)")
+
+
+def load_step_weights(model: nn.Module, path: str | Path) -> str:
+    """Load a weights file into a STEP model (detector or classifier), recognising its layout.
+
+    Returns:
+        ``"stad"`` (a stad checkpoint ``{"model": state_dict, ...}``, loaded strictly) or ``"step_release"``
+        (:func:`load_step_release`).
+    """
+    path = Path(path)
+    obj = torch_load_step_file(path)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        load_state_dict_strict(model, obj["model"], source=str(path))
+        return "stad"
+    _load_step_release_object(model, obj, path)
+    return "step_release"

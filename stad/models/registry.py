@@ -14,11 +14,14 @@ from stad.errors import StadError
 from stad.models.keypoint import build_keypoint
 from stad.models.moc import build_moc
 from stad.models.stado import build_stado
+from stad.models.step import build_step, build_step_cls
 
 MODELS: dict[str, Callable[[Any], nn.Module]] = {
     "moc": build_moc,
     "stado": build_stado,
     "keypoint": build_keypoint,
+    "step": build_step,
+    "step_cls": build_step_cls,
 }
 
 
