@@ -106,6 +106,8 @@ class ModelConfig:
         weights: optional path of initial weights (ImageNet/COCO/release checkpoint) or ``null``.
         labels: class names in output order (filled from the data set by ``stad train``; stored in
             checkpoints so that ``stad detect`` can name what it finds).
+        label_ids: the data set's own id of each class where it has one (AVA label-map action ids, filled by
+            ``stad train`` for keyframe models so that prediction CSVs carry them); empty otherwise.
         options: model-specific values (head_conv, loss weights, deformable convs ...), read only
             by that model's ``build``.
     """
@@ -115,11 +117,14 @@ class ModelConfig:
     num_classes: int = 24
     weights: str | None = None
     labels: list[str] = field(default_factory=list)
+    label_ids: list[int] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(not self.labels or len(self.labels) == self.num_classes, "model.labels", self.labels,
                  f"must name model.num_classes={self.num_classes} classes")
+        _require(not self.label_ids or len(self.label_ids) == self.num_classes, "model.label_ids", self.label_ids,
+                 f"must give one id per class (model.num_classes={self.num_classes})")
         _require(self.num_classes >= 1, "model.num_classes", self.num_classes, "must be >= 1")
 
 

@@ -1,4 +1,5 @@
-"""``stad detect VIDEO_OR_FRAMES --checkpoint CKPT``: action tubes in a video, drawn into an MP4."""
+"""``stad detect VIDEO_OR_FRAMES --checkpoint CKPT``: action tubes (tubelet models) or keyframe actors with their
+actions (keyframe models: STEP) in a video, drawn into an MP4."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import argparse
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "detect",
-        help="detect action tubes in a video file or frame folder (annotated MP4 + tubes JSON + CSV)",
+        help="detect action tubes or keyframe actions in a video file or frame folder (annotated MP4 + predictions)",
         description=(
-            "Run a trained tubelet detector over every K-frame window of a video file or a folder of images, link "
-            "the tubelets into action tubes and write <name>_tubes.mp4 (tubes coloured by identity, with class and "
-            "score), <name>_tubes.json and <name>_detections.csv to --out."
+            "Tubelet models (moc, stado): run the detector over every K-frame window of a video file or a folder of "
+            "images, link the tubelets into action tubes and write <name>_tubes.mp4 (tubes coloured by identity, with "
+            "class and score), <name>_tubes.json and <name>_detections.csv to --out. Keyframe models (step): detect "
+            "the actors and their actions at a keyframe every second and write <name>_actions.mp4 (boxes with their "
+            "top actions) and <name>_predictions.csv (AVA prediction format)."
         ),
     )
     parser.add_argument("source", help="video file (any format FFmpeg reads) or folder of .jpg/.png frames")
@@ -26,6 +29,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="RGB weight of the fused outputs (flow: 1 - W; default MOC's 0.5 / 0.8 / 0.8)")
     parser.add_argument("--flow-method", choices=("dis", "farneback"), default="dis",
                         help="optical flow computed on the fly for a flow or fused model (default dis, as stad flow)")
+    parser.add_argument("--fps", type=float, help="keyframe models: frame rate of the source (default: the video's; "
+                        "30 for a frame folder)")
+    parser.add_argument("--conf", type=float, default=0.4, help="keyframe models: keep actions scoring at least this "
+                        "(default 0.4, STEP's demo)")
     parser.add_argument("--show-masks", action="store_true",
                         help="blend the predicted attention masks (STADO checkpoints) into the MP4; also writes <name>_masks.npy")
     parser.set_defaults(func=main)
@@ -50,6 +57,8 @@ def main(args: argparse.Namespace) -> int:
         if weights is not None:
             raise StadError("--fusion-weight needs --flow-checkpoint")
         model, cfg = load_detector(args.checkpoint, device=device)
+        if family_name(cfg.model.name) == "keyframe":
+            return _detect_keyframes(model, cfg, args, device)
         if family_name(cfg.model.name) == "frame":
             raise StadError(
                 f"{args.checkpoint} holds a frame-level {cfg.model.name!r} model (online linking): "
@@ -72,4 +81,16 @@ def main(args: argparse.Namespace) -> int:
         frames = tube.boxes[:, 0]
         print(f"  {labels[tube.label]:>12s}  score {tube.score:.3f}  frames {int(frames.min())}-{int(frames.max())}")
     print(f"wrote {result.video}, {result.tubes_json}, {result.detections_csv}" + (f", {result.masks}" if result.masks else ""))
+    return 0
+
+
+def _detect_keyframes(model, cfg, args: argparse.Namespace, device) -> int:  # noqa: ANN001 - torch types
+    from stad.engine.families.keyframe import detect_source
+    from stad.errors import StadError
+
+    if args.flip or args.show_masks:
+        raise StadError(f"--flip and --show-masks are for tubelet models; {args.checkpoint} holds a {cfg.model.name!r} model")
+    result = detect_source(model, cfg, args.source, args.out, device=device, fps=args.fps, conf_thresh=args.conf)
+    print(f"{len(result.keyframes)} keyframes, {len(result.rows)} actor-action detections scoring >= {args.conf}")
+    print(f"wrote {result.video}, {result.predictions_csv}")
     return 0
