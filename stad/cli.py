@@ -30,6 +30,7 @@ COMMANDS: list[str] = [
     "train",
     "test",
     "detect",
+    "proposals",
     "stream",
     "profile",
     "export",

@@ -49,6 +49,17 @@ class TubeAnnotations:
         """All videos, sorted."""
         return sorted(self.nframes)
 
+    def class_agnostic(self, label: str = "person") -> "TubeAnnotations":
+        """The same tubes under one class ``label`` (e.g. to train a person detector on action tubes)."""
+        def merged(per_video: dict[str, dict[int, list[np.ndarray]]]) -> dict[str, dict[int, list[np.ndarray]]]:
+            return {video: {0: [t for label_tubes in tubes.values() for t in label_tubes]} for video, tubes in per_video.items()}
+
+        return TubeAnnotations(
+            labels=[label], gttubes=merged(self.gttubes), nframes=self.nframes, resolution=self.resolution,
+            train_videos=self.train_videos, test_videos=self.test_videos,
+            visibility=None if self.visibility is None else merged(self.visibility), name=f"{self.name}-{label}",
+        )
+
     def split_videos(self, split: int, subset: str) -> list[str]:
         """Videos of 1-based ``split`` for ``subset`` in {"train", "test"}."""
         lists = {"train": self.train_videos, "test": self.test_videos}.get(subset)

@@ -541,6 +541,18 @@ def step_clip_frames(
     return np.concatenate([left_frames[len(left_frames) - before :], np.concatenate(right)[:after]]).astype(np.int64)
 
 
+def second_index(nframes: int, fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The seconds of a video of ``nframes`` frames at ``fps``: ``(S,)`` seconds, their first frame (from 1) and
+    their frame count; second ``s`` holds the frames whose time ``(f - 1) / fps`` lies in ``[s, s + 1)``."""
+    if nframes < 1 or fps <= 0:
+        raise StadError(f"a video needs frames and a positive frame rate, got {nframes} frames at {fps} fps")
+    starts = np.ceil(np.arange(int(np.ceil(nframes / fps)) + 1) * fps - 1e-9).astype(np.int64)  # 0-based first frames
+    starts = np.minimum(starts, nframes)
+    counts = np.diff(starts)
+    keep = counts > 0
+    return np.flatnonzero(keep).astype(np.int64), starts[:-1][keep] + 1, counts[keep]
+
+
 def temporal_center_crop(indices: np.ndarray, *, size: int = 64, step: int = 2) -> np.ndarray:
     """ACAR's ``TemporalCenterCrop`` (FBIL.md §2) of a list of frame indices.
 

@@ -30,7 +30,9 @@ Layouts written by :func:`render_dataset` (frames numbered from 1):
   ``train_videos``, ``test_videos`` (one split), ``resolution`` ``(H, W)``, and ``visibility``, which the original
   ACT code ignores) and ``<root>/<name>-visibility.pkl`` (video -> label -> list of ``(L,)`` float32, parallel to
   ``gttubes``), and ``<root>/occluder-masks/<video>.npz``: the occluder pixels of every frame
-  (``stad.data.occluder_masks``), for STADO's visible-region mask targets.
+  (``stad.data.occluder_masks``), for STADO's visible-region mask targets. ``<root>/<name>-persons-GT.pkl`` (and
+  its ``-visibility.pkl``) is the same layout with one class ``person`` and every actor on every frame it is in,
+  idle or acting, for training a person detector (``stad proposals``).
 * AVA: ``<root>/frames/<video>/img_%05d.jpg`` (the same JPEGs, hard-linked when both layouts are written; the
   video is taken to be ``fps`` = 30 frames per second), ``<root>/annotations/<name>_{train,val}.csv`` rows
   ``video_id,timestamp,x1,y1,x2,y2,action_id,person_id`` with boxes normalized to [0, 1] as the continuous box
@@ -70,6 +72,9 @@ from stad.structures import TubeAnnotations
 CLASS_NAMES: tuple[str, ...] = ("walk", "run", "jump", "squat", "wave", "flap", "spin", "sway")
 # AVA export only: the pose label of an actor outside its action, and the interaction labels.
 IDLE_NAME = "stand"
+# The class-agnostic ground truth (every actor on every frame, idle or not) for training a person detector.
+PERSON_NAME = "person"
+PERSONS_SUFFIX = "-persons"
 INTERACTION_NAMES: tuple[str, ...] = ("near", "approach", "face")
 LAYOUTS = ("act", "ava", "both")
 MARKER = "synth.json"  # written last: its presence marks a complete data set
@@ -512,6 +517,18 @@ class ActorTrack:
         """``(L,)`` float32 visibility on frames ``start..end``, parallel to :meth:`tube`."""
         return self.visibility[self.start - 1:self.end].astype(np.float32)
 
+    def person_tubes(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The actor as a person over the whole video, idle or not: ``(L, 5)`` float32 tubes on every run of
+        consecutive frames where it has a box, and their ``(L,)`` visibility."""
+        present = ~np.isnan(self.boxes[:, 0])
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], present.astype(np.int8), [0]])))
+        tubes, vis = [], []
+        for start, stop in zip(edges[::2], edges[1::2]):  # 0-based [start, stop)
+            frames = np.arange(start + 1, stop + 1)
+            tubes.append(np.concatenate([frames[:, None], self.boxes[start:stop]], axis=1).astype(np.float32))
+            vis.append(self.visibility[start:stop].astype(np.float32))
+        return tubes, vis
+
 
 @dataclass
 class SynthVideo:
@@ -884,6 +901,9 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
     labels = list(cfg.classes)
     ann = TubeAnnotations(labels=labels, gttubes={}, nframes={}, resolution={}, train_videos=[[]],
                           test_videos=[[]], visibility={}, name=f"synth-{cfg.preset}")
+    persons = TubeAnnotations(labels=[PERSON_NAME], gttubes={}, nframes=ann.nframes, resolution=ann.resolution,
+                              train_videos=ann.train_videos, test_videos=ann.test_videos, visibility={},
+                              name=f"synth-{cfg.preset}-persons")
     ava_names = ava_label_names(cfg)
     ava_rows: dict[str, list[str]] = {"train": [], "val": []}
     indices = range(cfg.videos)
@@ -915,6 +935,9 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
             vis.setdefault(actor.label, []).append(actor.tube_visibility())
         ann.gttubes[name] = tubes
         ann.visibility[name] = vis  # type: ignore[index]
+        person_runs = [actor.person_tubes() for actor in video.actors]
+        persons.gttubes[name] = {0: [t for runs, _ in person_runs for t in runs]}
+        persons.visibility[name] = {0: [v for _, runs in person_runs for v in runs]}  # type: ignore[index]
         ann.nframes[name] = cfg.frames
         ann.resolution[name] = (cfg.height, cfg.width)
         (ann.test_videos if cfg.is_test(index) else ann.train_videos)[0].append(name)
@@ -933,6 +956,7 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
                         rows.append(f"{name},{second:04d},{box},{ava_names.index(label_name) + 1},{actor.person_id}")
     if layout in ("act", "both"):
         _write_act(ann, root, cfg.name)
+        _write_act(persons, root, f"{cfg.name}{PERSONS_SUFFIX}")
     if layout in ("ava", "both"):
         _write_ava(ava_rows, ava_names, root / "annotations", cfg.name)
     marker.write_text(json.dumps({"config": cfg.to_json(), "layout": layout}, indent=1, sort_keys=True) + "\n")
@@ -1214,13 +1238,17 @@ def summarize(ann: TubeAnnotations) -> DatasetSummary:
     )
 
 
-def load_annotations(root: str | Path) -> TubeAnnotations:
+def load_annotations(root: str | Path, *, persons: bool = False) -> TubeAnnotations:
     """Read the ACT ground truth (with visibility) of a synthetic data set written by :func:`render_dataset`.
 
-    Needs only numpy + pickle; ``stad.data.act.load_act`` reads the same ``<name>-GT.pkl`` for any ACT data set.
+    With ``persons``, the class-agnostic ground truth ``<name>-persons-GT.pkl`` instead: one class ``person``,
+    every actor on every frame it is in (idle or acting), for training a person detector (``stad proposals``).
+    ``stad.data.act.load_act`` reads the same ``<name>-GT.pkl`` for any ACT data set.
     """
+    from stad.data.safe_pickle import safe_load_pickle
+
     root = Path(root)
-    marker = root / "synth.json"
+    marker = root / MARKER
     if not marker.is_file():
         raise FileNotFoundError(f"not a complete synthetic data set (no {marker})")
     try:
@@ -1228,18 +1256,22 @@ def load_annotations(root: str | Path) -> TubeAnnotations:
         name, preset = saved["config"]["name"], saved["config"]["preset"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise StadError(f"{marker}: cannot read the configuration ({err})") from err
-    path = root / f"{name}-GT.pkl"
+    path = root / f"{name}{PERSONS_SUFFIX if persons else ''}-GT.pkl"
     if not path.is_file():
+        if persons and (root / f"{name}-GT.pkl").is_file():
+            raise FileNotFoundError(f"person ground truth not found: {path} (rendered by an older stad; render the data "
+                                    f"set again with `stad synth ... --overwrite`)")
         raise FileNotFoundError(f"ground truth not found: {path} (was the data set written with --layout ava?)")
-    with open(path, "rb") as fh:
-        gt = pickle.load(fh)
+    gt = safe_load_pickle(path, what="synthetic ground truth")
     return TubeAnnotations(labels=list(gt["labels"]), gttubes=gt["gttubes"], nframes=gt["nframes"],
                            resolution=gt["resolution"], train_videos=gt["train_videos"],
-                           test_videos=gt["test_videos"], visibility=gt.get("visibility"), name=f"synth-{preset}")
+                           test_videos=gt["test_videos"], visibility=gt.get("visibility"),
+                           name=f"synth-{preset}{PERSONS_SUFFIX if persons else ''}")
 
 
 def output_paths(cfg: SynthConfig, out_dir: str | Path) -> list[Path]:
     """The files and folders :func:`render_dataset` writes directly under ``out_dir`` (any layout)."""
     root = Path(out_dir)
     return [root / "rgb-images", root / "frames", root / "annotations", root / OCCLUDER_MASK_DIR, root / f"{cfg.name}-GT.pkl",
-            root / f"{cfg.name}-visibility.pkl", root / MARKER, root / PARTIAL_MARKER]
+            root / f"{cfg.name}-visibility.pkl", root / f"{cfg.name}{PERSONS_SUFFIX}-GT.pkl",
+            root / f"{cfg.name}{PERSONS_SUFFIX}-visibility.pkl", root / MARKER, root / PARTIAL_MARKER]

@@ -15,7 +15,7 @@ from stad.cli import main
 from stad.config import config_from_dict, config_to_dict
 from stad.data.ava import read_ava_predictions
 from stad.engine.families import family_name, get_family
-from stad.engine.families.keyframe import second_index
+from stad.data.keyframes import second_index
 from stad.errors import StadError
 
 TINY_STEP = {"channel_divisor": 8, "fc_dim": 16, "bottleneck_mid": 32, "bottleneck_out": 128, "pool_size": 4}

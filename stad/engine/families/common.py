@@ -41,13 +41,17 @@ def load_data(data: DataConfig, *, progress: bool = True) -> LoadedData:
       ``small``, and the ``stad synth`` settings ``seed``, ``videos``, ``frames``, ``size``/``height``/``width``,
       ``synth_occlusion``, ``classes``). Settings that ``data.options`` sets must match the data set on disk
       (:func:`stad.data.synthetic.plan_dataset`); an interrupted rendering of the same settings is resumed.
+
+    ``data.options.person_boxes: true`` gives class-agnostic ground truth (one class ``person``) to train a person
+    detector for ``stad proposals``: on synthetic data every actor on every frame, idle or acting
+    (``<name>-persons-GT.pkl``); on other data the action tubes under one class.
     """
     check_options(data.options, (*DATA_OPTIONS, *AUGMENT_OPTIONS), "data.options")
     if data.kind == "synthetic":
         from stad.data.synthetic import load_annotations
 
         root = ensure_synthetic(data, layout="act", progress=progress)
-        return LoadedData(load_annotations(root), root)
+        return LoadedData(load_annotations(root, persons=bool(data.options.get("person_boxes", False))), root)
     if not data.gt_file:
         raise StadError(f"config key 'data.gt_file' must name the ground-truth file for data.kind={data.kind!r}")
     gt_file = Path(data.gt_file)
@@ -55,12 +59,14 @@ def load_data(data: DataConfig, *, progress: bool = True) -> LoadedData:
     if data.kind == "act":
         from stad.data.act import load_act
 
-        return LoadedData(load_act(gt_file), root)
-    if data.kind == "custom":
+        ann = load_act(gt_file)
+    elif data.kind == "custom":
         from stad.data.custom import load_custom
 
-        return LoadedData(load_custom(gt_file).annotations, root)
-    raise StadError(f"data.kind={data.kind!r} is not a tubelet data set (use act, custom or synthetic)")
+        ann = load_custom(gt_file).annotations
+    else:
+        raise StadError(f"data.kind={data.kind!r} is not a tubelet data set (use act, custom or synthetic)")
+    return LoadedData(ann.class_agnostic() if data.options.get("person_boxes") else ann, root)
 
 
 def ensure_synthetic(data: DataConfig, *, layout: str, progress: bool = True) -> Path:
@@ -85,7 +91,7 @@ def ensure_synthetic(data: DataConfig, *, layout: str, progress: bool = True) ->
 
 
 # Keys of data.options and eval.options that the tubelet runner reads; any other key is a typo and an error.
-DATA_OPTIONS = (*SYNTH_OPTIONS, "window_stride", "stream", "flow_frames", "flow_method", "occluder_masks")
+DATA_OPTIONS = (*SYNTH_OPTIONS, "window_stride", "stream", "flow_frames", "flow_method", "occluder_masks", "person_boxes")
 
 
 # data.options keys passed to stad.data.transforms.build_train_transform

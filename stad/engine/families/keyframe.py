@@ -47,6 +47,7 @@ from stad.data.keyframes import (
     enumerate_keyframes,
     read_keyframe_annotations,
     resolve_layout,
+    second_index,
 )
 from stad.engine.families.base import Family, output_dir
 from stad.engine.families.common import (
@@ -426,18 +427,6 @@ class KeyframeDetectResult:
     keyframes: list[int]
     video: Path
     predictions_csv: Path
-
-
-def second_index(nframes: int, fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The seconds of a video of ``nframes`` frames at ``fps``: ``(S,)`` seconds, their first frame (from 1) and
-    their frame count; second ``s`` holds the frames whose time ``(f - 1) / fps`` lies in ``[s, s + 1)``."""
-    if nframes < 1 or fps <= 0:
-        raise StadError(f"a video needs frames and a positive frame rate, got {nframes} frames at {fps} fps")
-    starts = np.ceil(np.arange(int(np.ceil(nframes / fps)) + 1) * fps - 1e-9).astype(np.int64)  # 0-based first frames
-    starts = np.minimum(starts, nframes)
-    counts = np.diff(starts)
-    keep = counts > 0
-    return np.flatnonzero(keep).astype(np.int64), starts[:-1][keep] + 1, counts[keep]
 
 
 def _group_actors(dets: KeyframeDetections) -> list[tuple[np.ndarray, list[tuple[int, float]]]]:
