@@ -37,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def main(args: argparse.Namespace) -> int:
     import torch
 
+    from stad.engine.families import family_name
     from stad.engine.families.common import load_detector
     from stad.engine.families.frame import online_link_options
     from stad.engine.stream import StreamConfig, open_source, run_stream
@@ -51,8 +52,9 @@ def main(args: argparse.Namespace) -> int:
         raise StadError(f"--max-frames must be >= 1, got {args.max_frames}")
     device = resolve_device(args.device)
     model, cfg = load_detector(args.checkpoint, device=device)
-    if not hasattr(model, "detect_frames"):
-        raise StadError(f"{args.checkpoint} holds a {cfg.model.name!r} model; stad stream needs a frame detector (keypoint)")
+    if family_name(cfg.model.name) != "frame":
+        raise StadError(f"{args.checkpoint} holds a {cfg.model.name!r} model of the {family_name(cfg.model.name)} family; "
+                        f"stad stream runs frame detectors (keypoint) online; use stad detect for it")
     labels = list(cfg.model.labels) or [str(i) for i in range(cfg.model.num_classes)]
     link = online_link_options({k: v for k, v in cfg.eval.options.items() if k != "frame_batch"})
     if args.no_extrapolation:

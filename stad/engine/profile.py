@@ -26,6 +26,7 @@ def load_profile_model(
     from dataclasses import replace
 
     from stad.config import load_config
+    from stad.engine.families import family_name
     from stad.engine.families.common import load_detector
     from stad.errors import StadError
     from stad.models.registry import build_model
@@ -40,8 +41,9 @@ def load_profile_model(
         if cfg.model.labels:
             cfg = replace(cfg, model=replace(cfg.model, num_classes=len(cfg.model.labels)))
         model = build_model(replace(cfg.model, weights=None)).to(device).eval()
-    if not hasattr(model, "detect_frames"):
-        raise StadError(f"{spec}: a {cfg.model.name!r} model; profiling needs a frame detector (keypoint)")
+    if family_name(cfg.model.name) != "frame":
+        raise StadError(f"{spec}: a {cfg.model.name!r} model of the {family_name(cfg.model.name)} family; stad profile "
+                        f"times the online pipeline of frame detectors (keypoint)")
     labels = list(cfg.model.labels) or [f"class{i}" for i in range(cfg.model.num_classes)]
     return model, labels, tuple(int(v) for v in cfg.data.input_size)  # type: ignore[return-value]
 

@@ -151,3 +151,11 @@ def test_an_ava_config_names_its_files(tmp_path):
                             "model": {"name": "step"}})
     with pytest.raises(StadError, match="unknown config key.*data.options.train_cvs"):
         get_family("step").load_data(cfg)
+
+
+def test_stream_and_profile_refuse_a_keyframe_model(trained, tmp_path, capsys):
+    _, run = trained
+    assert main(["stream", str(tmp_path), "--checkpoint", str(run / "last.pt"), "--out", str(tmp_path / "s")]) != 0
+    assert "keyframe family" in capsys.readouterr().err
+    assert main(["profile", str(run / "last.pt")]) != 0
+    assert "keyframe family" in capsys.readouterr().err
