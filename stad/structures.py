@@ -50,9 +50,9 @@ class TubeAnnotations:
         return sorted(self.nframes)
 
     def class_agnostic(self, label: str = "person") -> "TubeAnnotations":
-        """The same tubes under one class ``label`` (e.g. to train a person detector on action tubes)."""
+        """The same tubes under one class ``label`` (e.g. to train a person detector on action tubes), in label order."""
         def merged(per_video: dict[str, dict[int, list[np.ndarray]]]) -> dict[str, dict[int, list[np.ndarray]]]:
-            return {video: {0: [t for label_tubes in tubes.values() for t in label_tubes]} for video, tubes in per_video.items()}
+            return {video: {0: [t for c in sorted(tubes) for t in tubes[c]]} for video, tubes in per_video.items()}
 
         return TubeAnnotations(
             labels=[label], gttubes=merged(self.gttubes), nframes=self.nframes, resolution=self.resolution,

@@ -30,8 +30,8 @@ Layouts written by :func:`render_dataset` (frames numbered from 1):
   ``train_videos``, ``test_videos`` (one split), ``resolution`` ``(H, W)``, and ``visibility``, which the original
   ACT code ignores) and ``<root>/<name>-visibility.pkl`` (video -> label -> list of ``(L,)`` float32, parallel to
   ``gttubes``), and ``<root>/occluder-masks/<video>.npz``: the occluder pixels of every frame
-  (``stad.data.occluder_masks``), for STADO's visible-region mask targets. ``<root>/<name>-persons-GT.pkl`` (and
-  its ``-visibility.pkl``) is the same layout with one class ``person`` and every actor on every frame it is in,
+  (``stad.data.occluder_masks``), for STADO's visible-region mask targets. ``<root>/<name>-persons.pkl`` is the
+  same layout (visibility included) with one class ``person`` and every actor on every frame it is in,
   idle or acting, for training a person detector (``stad proposals``).
 * AVA: ``<root>/frames/<video>/img_%05d.jpg`` (the same JPEGs, hard-linked when both layouts are written; the
   video is taken to be ``fps`` = 30 frames per second), ``<root>/annotations/<name>_{train,val}.csv`` rows
@@ -74,7 +74,7 @@ CLASS_NAMES: tuple[str, ...] = ("walk", "run", "jump", "squat", "wave", "flap", 
 IDLE_NAME = "stand"
 # The class-agnostic ground truth (every actor on every frame, idle or not) for training a person detector.
 PERSON_NAME = "person"
-PERSONS_SUFFIX = "-persons"
+PERSONS_FILE = "{name}-persons.pkl"  # not "*-GT.pkl": ACT tools expect exactly one ground-truth pickle per folder
 INTERACTION_NAMES: tuple[str, ...] = ("near", "approach", "face")
 LAYOUTS = ("act", "ava", "both")
 MARKER = "synth.json"  # written last: its presence marks a complete data set
@@ -955,8 +955,8 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
                     for label_name in sorted(names, key=ava_names.index):
                         rows.append(f"{name},{second:04d},{box},{ava_names.index(label_name) + 1},{actor.person_id}")
     if layout in ("act", "both"):
-        _write_act(ann, root, cfg.name)
-        _write_act(persons, root, f"{cfg.name}{PERSONS_SUFFIX}")
+        _write_act(ann, root / f"{cfg.name}-GT.pkl", visibility=root / f"{cfg.name}-visibility.pkl")
+        _write_act(persons, root / PERSONS_FILE.format(name=cfg.name))
     if layout in ("ava", "both"):
         _write_ava(ava_rows, ava_names, root / "annotations", cfg.name)
     marker.write_text(json.dumps({"config": cfg.to_json(), "layout": layout}, indent=1, sort_keys=True) + "\n")
@@ -999,8 +999,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _write_act(ann: TubeAnnotations, root: Path, name: str) -> None:
-    """Write ``<name>-GT.pkl`` (ACT layout, plus a ``visibility`` key) and ``<name>-visibility.pkl``."""
+def _write_act(ann: TubeAnnotations, path: Path, *, visibility: Path | None = None) -> None:
+    """Write ``ann`` as an ACT pickle at ``path`` (plus a ``visibility`` key) and, if given, its visibility alone
+    (``<name>-visibility.pkl``)."""
     gt = {
         "labels": list(ann.labels),
         "gttubes": ann.gttubes,
@@ -1010,10 +1011,11 @@ def _write_act(ann: TubeAnnotations, root: Path, name: str) -> None:
         "resolution": ann.resolution,
         "visibility": ann.visibility,
     }
-    with open(root / f"{name}-GT.pkl", "wb") as fh:
+    with open(path, "wb") as fh:
         pickle.dump(gt, fh, protocol=2)
-    with open(root / f"{name}-visibility.pkl", "wb") as fh:
-        pickle.dump(ann.visibility, fh, protocol=2)
+    if visibility is not None:
+        with open(visibility, "wb") as fh:
+            pickle.dump(ann.visibility, fh, protocol=2)
 
 
 def _write_ava(rows: dict[str, list[str]], names: list[str], folder: Path, name: str) -> None:
@@ -1241,7 +1243,7 @@ def summarize(ann: TubeAnnotations) -> DatasetSummary:
 def load_annotations(root: str | Path, *, persons: bool = False) -> TubeAnnotations:
     """Read the ACT ground truth (with visibility) of a synthetic data set written by :func:`render_dataset`.
 
-    With ``persons``, the class-agnostic ground truth ``<name>-persons-GT.pkl`` instead: one class ``person``,
+    With ``persons``, the class-agnostic ground truth ``<name>-persons.pkl`` instead: one class ``person``,
     every actor on every frame it is in (idle or acting), for training a person detector (``stad proposals``).
     ``stad.data.act.load_act`` reads the same ``<name>-GT.pkl`` for any ACT data set.
     """
@@ -1256,7 +1258,7 @@ def load_annotations(root: str | Path, *, persons: bool = False) -> TubeAnnotati
         name, preset = saved["config"]["name"], saved["config"]["preset"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise StadError(f"{marker}: cannot read the configuration ({err})") from err
-    path = root / f"{name}{PERSONS_SUFFIX if persons else ''}-GT.pkl"
+    path = root / (PERSONS_FILE.format(name=name) if persons else f"{name}-GT.pkl")
     if not path.is_file():
         if persons and (root / f"{name}-GT.pkl").is_file():
             raise FileNotFoundError(f"person ground truth not found: {path} (rendered by an older stad; render the data "
@@ -1266,12 +1268,12 @@ def load_annotations(root: str | Path, *, persons: bool = False) -> TubeAnnotati
     return TubeAnnotations(labels=list(gt["labels"]), gttubes=gt["gttubes"], nframes=gt["nframes"],
                            resolution=gt["resolution"], train_videos=gt["train_videos"],
                            test_videos=gt["test_videos"], visibility=gt.get("visibility"),
-                           name=f"synth-{preset}{PERSONS_SUFFIX if persons else ''}")
+                           name=f"synth-{preset}{'-persons' if persons else ''}")
 
 
 def output_paths(cfg: SynthConfig, out_dir: str | Path) -> list[Path]:
     """The files and folders :func:`render_dataset` writes directly under ``out_dir`` (any layout)."""
     root = Path(out_dir)
     return [root / "rgb-images", root / "frames", root / "annotations", root / OCCLUDER_MASK_DIR, root / f"{cfg.name}-GT.pkl",
-            root / f"{cfg.name}-visibility.pkl", root / f"{cfg.name}{PERSONS_SUFFIX}-GT.pkl",
-            root / f"{cfg.name}{PERSONS_SUFFIX}-visibility.pkl", root / MARKER, root / PARTIAL_MARKER]
+            root / f"{cfg.name}-visibility.pkl", root / PERSONS_FILE.format(name=cfg.name), root / MARKER,
+            root / PARTIAL_MARKER]

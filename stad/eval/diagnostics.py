@@ -40,7 +40,7 @@ benchmark, whose classes are defined by motion, it separates finding occluded ac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -231,15 +231,7 @@ def class_agnostic(gt: TubeAnnotations, dets: FrameDetections, *, nms_iou: float
     ``"actor"``; the detections of each frame merged across classes by NMS at ``nms_iou`` (ACT "+1" IoU)."""
     from stad.tubes.nms import batched_frame_soft_nms
 
-    def merge(per_video: dict[str, dict[int, list[np.ndarray]]] | None) -> dict[str, dict[int, list[np.ndarray]]] | None:
-        if per_video is None:
-            return None
-        return {v: {0: [t for label in sorted(tubes) for t in tubes[label]]} for v, tubes in per_video.items()}
-
-    merged_gt = TubeAnnotations(
-        labels=["actor"], gttubes=merge(gt.gttubes), nframes=gt.nframes, resolution=gt.resolution,
-        train_videos=gt.train_videos, test_videos=gt.test_videos, visibility=merge(gt.visibility), name=gt.name,
-    )
+    merged_gt = replace(gt.class_agnostic("actor"), name=gt.name)
     if len(dets) == 0:
         return merged_gt, dets
     frame_key = dets.video.astype(np.int64) * (int(dets.frame.max()) + 1) + dets.frame.astype(np.int64)

@@ -118,7 +118,7 @@ def test_unknown_key_in_file_names_file_key_and_valid_keys(tmp_path: Path) -> No
         ("train.epochs=true", r"'train\.epochs': expected int, got True \(bool\)"),
         ("train.lr=fast", r"'train\.lr': expected float, got 'fast' \(str\)"),
         ("train.amp=fp32", r"'train\.amp': expected one of 'none', 'bf16', 'fp16', got 'fp32'"),
-        ("train.optimizer=Adam", r"'train\.optimizer': expected one of 'adamw', 'sgd', got 'Adam'"),
+        ("train.optimizer=Adam", r"'train\.optimizer': expected one of 'adamw', 'adam', 'sgd', got 'Adam'"),
         ("data.input_size=[1, 2, 3]", r"'data\.input_size': expected 2 values, got \[1, 2, 3\]"),
         ("data.input_size=[64, x]", r"'data\.input_size\[1\]': expected int, got 'x'"),
         ("data.root=5", r"'data\.root': expected str, got 5 \(int\)"),

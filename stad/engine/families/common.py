@@ -44,7 +44,7 @@ def load_data(data: DataConfig, *, progress: bool = True) -> LoadedData:
 
     ``data.options.person_boxes: true`` gives class-agnostic ground truth (one class ``person``) to train a person
     detector for ``stad proposals``: on synthetic data every actor on every frame, idle or acting
-    (``<name>-persons-GT.pkl``); on other data the action tubes under one class.
+    (``<name>-persons.pkl``); on other data the action tubes under one class.
     """
     check_options(data.options, (*DATA_OPTIONS, *AUGMENT_OPTIONS), "data.options")
     if data.kind == "synthetic":
