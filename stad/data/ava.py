@@ -459,6 +459,31 @@ def read_excluded_timestamps(path: str | Path) -> set[tuple[str, int]]:
     return excluded
 
 
+def read_actor_visibility(path: str | Path) -> dict[tuple[str, int, int], float]:
+    """Read a per-actor visibility CSV ``video_id,timestamp,person_id,visibility`` (``stad synth --layout ava``
+    writes ``<name>_{train,val}_visibility.csv``) into ``(video_id, second, person_id) -> visible fraction``.
+
+    Raises:
+        StadError: a row that is not 4 columns, a number that does not parse or a visibility outside [0, 1].
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"visibility file not found: {path}")
+    out: dict[tuple[str, int, int], float] = {}
+    reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8")))
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != 4 or not row[0]:
+            raise StadError(f"{path} line {reader.line_num}: expected 'video_id,timestamp,person_id,visibility', got {','.join(row)!r}")
+        value = float(_parse(float, row[3], path, reader.line_num, "visibility"))
+        if not 0.0 <= value <= 1.0:
+            raise StadError(f"{path} line {reader.line_num}: visibility must be in [0, 1], got {row[3]!r}")
+        key = (row[0], int(_parse(int, row[1], path, reader.line_num, "timestamp")), int(_parse(int, row[2], path, reader.line_num, "person_id")))
+        out[key] = value
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # Person proposals
 # --------------------------------------------------------------------------------------------------
@@ -615,7 +640,8 @@ def validate_ava(root: str | Path, *, fps: int = AVA_FPS, max_per_kind: int = 20
 
     Layout: ``root/annotations/`` holds the label map (``*.pbtxt``, ``*.pbtxt.txt`` or
     ``*label_map*.txt``), annotation CSVs and excluded-timestamps CSVs (name containing
-    ``excluded``); ``root/frames/<video_id>/img_%05d.jpg`` at ``fps``.
+    ``excluded``; ``*_visibility.csv``, stad synth's per-actor visibility, is skipped);
+    ``root/frames/<video_id>/img_%05d.jpg`` at ``fps``.
 
     Checks: files parse; boxes inside [0, 1] and non-degenerate (x1 < x2, y1 < y2); action ids in the
     label map; the keyframe's frame (``ava_keyframe_index``) exists. At most ``max_per_kind``
@@ -643,6 +669,8 @@ def validate_ava(root: str | Path, *, fps: int = AVA_FPS, max_per_kind: int = 20
         if labelmap is None or len(candidate) > len(labelmap):
             labelmap = candidate  # the largest map decides which ids are known
     for csv_file in sorted(ann_dir.glob("*.csv")):
+        if csv_file.name.endswith("_visibility.csv"):  # stad synth's per-actor visibility, not annotations
+            continue
         if "excluded" in csv_file.name:
             try:
                 read_excluded_timestamps(csv_file)
@@ -723,6 +751,7 @@ __all__ = [
     "LabelMap",
     "ava_keyframe_index",
     "read_ava_annotations",
+    "read_actor_visibility",
     "read_ava_predictions",
     "read_excluded_timestamps",
     "read_keyframes",

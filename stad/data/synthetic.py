@@ -38,7 +38,8 @@ Layouts written by :func:`render_dataset` (frames numbered from 1):
   ``video_id,timestamp,x1,y1,x2,y2,action_id,person_id`` with boxes normalized to [0, 1] as the continuous box
   ``(x1 / W, y1 / H, (x2 + 1) / W, (y2 + 1) / H)`` of the inclusive pixel box, ``<name>_action_list.pbtxt``
   (1-based ids: the pose classes, then ``stand`` for idle actors, then the interactions ``near``, ``approach``,
-  ``face``), and empty ``<name>_{train,val}_excluded_timestamps.csv``. Keyframes are at 1 Hz: timestamp ``s``
+  ``face``), empty ``<name>_{train,val}_excluded_timestamps.csv``, and ``<name>_{train,val}_visibility.csv`` rows
+  ``video_id,timestamp,person_id,visibility`` (the visible fraction of each keyframe actor, for per-band AVA mAP). Keyframes are at 1 Hz: timestamp ``s``
   (whole seconds, ``s >= 1``) is frame ``s * fps + 1``; the AVA layout therefore needs ``frames >= 2 * fps + 1``
   (two keyframes), e.g. ``--frames 91`` for three.
 * ``<root>/synth.json``: the configuration, written last; its presence marks a complete data set. While a
@@ -906,6 +907,7 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
                               name=f"synth-{cfg.preset}-persons")
     ava_names = ava_label_names(cfg)
     ava_rows: dict[str, list[str]] = {"train": [], "val": []}
+    ava_visibility: dict[str, list[str]] = {"train": [], "val": []}
     indices = range(cfg.videos)
     if progress:
         from tqdm import tqdm
@@ -943,6 +945,7 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
         (ann.test_videos if cfg.is_test(index) else ann.train_videos)[0].append(name)
         if layout in ("ava", "both"):
             rows = ava_rows["val" if cfg.is_test(index) else "train"]
+            vis_rows = ava_visibility["val" if cfg.is_test(index) else "train"]
             for second in ava_keyframe_seconds(cfg):
                 frame_no = second * cfg.fps + 1
                 for actor, names in zip(video.actors, keyframe_labels(video, frame_no, fps=cfg.fps)):
@@ -954,11 +957,12 @@ def render_dataset(cfg: SynthConfig, out_dir: str | Path, *, layout: str = "act"
                     box = ",".join(f"{v:.4f}" for v in norm)
                     for label_name in sorted(names, key=ava_names.index):
                         rows.append(f"{name},{second:04d},{box},{ava_names.index(label_name) + 1},{actor.person_id}")
+                    vis_rows.append(f"{name},{second:04d},{actor.person_id},{actor.visibility[frame_no - 1]:.4f}")
     if layout in ("act", "both"):
         _write_act(ann, root / f"{cfg.name}-GT.pkl", visibility=root / f"{cfg.name}-visibility.pkl")
         _write_act(persons, root / PERSONS_FILE.format(name=cfg.name))
     if layout in ("ava", "both"):
-        _write_ava(ava_rows, ava_names, root / "annotations", cfg.name)
+        _write_ava(ava_rows, ava_visibility, ava_names, root / "annotations", cfg.name)
     marker.write_text(json.dumps({"config": cfg.to_json(), "layout": layout}, indent=1, sort_keys=True) + "\n")
     partial.unlink()
     return ann
@@ -1018,10 +1022,12 @@ def _write_act(ann: TubeAnnotations, path: Path, *, visibility: Path | None = No
             pickle.dump(ann.visibility, fh, protocol=2)
 
 
-def _write_ava(rows: dict[str, list[str]], names: list[str], folder: Path, name: str) -> None:
+def _write_ava(rows: dict[str, list[str]], visibility: dict[str, list[str]], names: list[str], folder: Path,
+               name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for split, split_rows in rows.items():
         (folder / f"{name}_{split}.csv").write_text("".join(r + "\n" for r in split_rows))
+        (folder / f"{name}_{split}_visibility.csv").write_text("".join(r + "\n" for r in visibility[split]))
         (folder / f"{name}_{split}_excluded_timestamps.csv").write_text("")
     (folder / f"{name}_action_list.pbtxt").write_text(
         "".join(f'item {{\n  name: "{n}"\n  id: {i}\n}}\n' for i, n in enumerate(names, start=1)))

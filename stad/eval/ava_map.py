@@ -35,7 +35,7 @@ import heapq
 import json
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -185,6 +185,69 @@ def ava_map(
         recall=recalls,
         replayed_keyframes=int(len(replay)),
     )
+
+
+def ava_map_by_visibility(
+    gt_rows: AVARows,
+    det_rows: AVARows,
+    labelmap: LabelMap,
+    visibility: np.ndarray,
+    *,
+    bands: Sequence[tuple[float, float]] = ((0.0, 0.25), (0.25, 0.75), (0.75, 1.0)),
+    excluded: Iterable[tuple[str, int]] = (),
+    iou_threshold: float = IOU_THRESHOLD,
+    top_k: int | None = TOP_K,
+) -> dict[str, dict[str, Any]]:
+    """AVA frame-mAP per ground-truth visibility band (stad's diagnostic, as the ACT one of
+    :func:`stad.eval.diagnostics.frame_ap_by_visibility`).
+
+    The positives of a band are the ground-truth rows whose ``visibility`` lies in it (half-open ``[lo, hi)``, the
+    last band includes ``hi``). A detection whose best same-class ground-truth box of its keyframe (continuous IoU
+    >= ``iou_threshold``) belongs to another band is ignored (it found a real actor, just not one of this band);
+    the other detections are scored against the band's rows by :func:`ava_map` (cap, exclusions, matching as there).
+
+    Args:
+        visibility: ``(M,)`` visible fraction of each ground-truth row.
+
+    Returns:
+        band name ``"lo-hi"`` -> ``{"mAP", "per_class": name -> AP (NaN without ground truth), "n_gt": rows}``.
+    """
+    visibility = np.asarray(visibility, np.float64)
+    if visibility.shape != (len(gt_rows),):
+        raise ValueError(f"visibility must give one value per ground-truth row ({len(gt_rows)}), got {visibility.shape}")
+    gt_class, det_class = labelmap.index_of(gt_rows.action_id), labelmap.index_of(det_rows.action_id)
+    # (video, second, class) groups shared by both files: dense codes over the concatenation
+    keys = np.concatenate([np.char.add(np.char.add(gt_rows.video.astype(str), "|"), gt_rows.timestamp.astype(str)),
+                           np.char.add(np.char.add(det_rows.video.astype(str), "|"), det_rows.timestamp.astype(str))])
+    _, codes = np.unique(keys, return_inverse=True)
+    codes = codes.reshape(-1) * (len(labelmap) + 1) + np.concatenate([gt_class, det_class]) + 1
+    gt_code, det_code = codes[: len(gt_rows)], codes[len(gt_rows):]
+    best_gt = np.full(len(det_rows), -1, np.int64)  # the same-class ground-truth row each detection overlaps most
+    gt_by_code = _groups(gt_code)
+    for code, dets in _groups(det_code).items():
+        gts = gt_by_code.get(code)
+        if gts is None or det_class[dets[0]] < 0:
+            continue
+        iou = iou_matrix(det_rows.boxes[dets], gt_rows.boxes[gts])  # [n, m]
+        j = np.argmax(iou, axis=1)
+        hit = iou[np.arange(len(dets)), j] >= iou_threshold
+        best_gt[dets[hit]] = gts[j[hit]]
+    out: dict[str, dict[str, Any]] = {}
+    for i, (lo, hi) in enumerate(bands):
+        in_band = (visibility >= lo) & ((visibility <= hi) if i == len(bands) - 1 else (visibility < hi))
+        ignored = (best_gt >= 0) & ~in_band[np.maximum(best_gt, 0)]
+        result = ava_map(gt_rows.select(in_band), det_rows.select(~ignored), labelmap, excluded=excluded,
+                         iou_threshold=iou_threshold, top_k=top_k)
+        in_map = gt_class[in_band] >= 0
+        out[f"{lo:g}-{hi:g}"] = {"mAP": result.mAP, "per_class": result.per_class, "n_gt": int(in_map.sum())}
+    return out
+
+
+def _groups(codes: np.ndarray) -> dict[int, np.ndarray]:
+    """Row indices of each distinct code (rows in file order)."""
+    order = np.argsort(codes, kind="stable")
+    distinct = np.unique(codes)
+    return dict(zip(distinct.tolist(), np.split(order, np.searchsorted(codes[order], distinct)[1:])))
 
 
 def _precision_recall(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> tuple[np.ndarray, np.ndarray]:

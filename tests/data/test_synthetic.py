@@ -48,7 +48,7 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path):
     render_dataset(cfg, tmp_path / "b", layout="both")
     render_dataset(dataclasses.replace(cfg, seed=1), tmp_path / "c", layout="both")
     a, b, c = _hashes(tmp_path / "a"), _hashes(tmp_path / "b"), _hashes(tmp_path / "c")
-    assert len(a) == 3 * 61 * 2 + 3 + 5 + 1 + 3  # frames in both layouts, 3 pickles (GT, visibility, persons), 5 AVA files, synth.json, 3 occluder masks
+    assert len(a) == 3 * 61 * 2 + 3 + 7 + 1 + 3  # frames in both layouts, 3 pickles (GT, visibility, persons), 7 AVA files, synth.json, 3 occluder masks
     assert a == b
     assert a.keys() == c.keys()
     differ = [k for k in a if a[k] != c[k]]

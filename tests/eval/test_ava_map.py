@@ -24,6 +24,7 @@ from stad.data.ava import (
     write_ava_predictions,
     write_labelmap,
 )
+from stad.errors import StadError
 from stad.eval.ava_map import ava_map
 
 # --------------------------------------------------------------------------------------------------
@@ -443,3 +444,27 @@ def test_cli_eval_ava_bad_row_is_one_line_error(tmp_path: Path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "det.csv line 2" in err and "y1" in err
+
+
+def test_ava_map_by_visibility_ignores_detections_of_other_bands(tmp_path):
+    from stad.data.ava import read_actor_visibility
+    from stad.eval.ava_map import ava_map_by_visibility
+
+    labelmap = LabelMap(ids=[1], names=["a"], label_types=[None])
+    visible, hidden = [0.0, 0.0, 0.4, 0.4], [0.6, 0.6, 1.0, 1.0]
+    gt = AVARows.from_arrays(video=["v", "v"], timestamp=[1, 1], boxes=[visible, hidden], action_id=[1, 1], person_id=[0, 1])
+    dets = AVARows.from_arrays(video=["v"] * 3, timestamp=[1] * 3, boxes=[hidden, visible, [0.5, 0.0, 0.55, 0.05]],
+                               action_id=[1, 1, 1], score=[0.95, 0.9, 0.7])
+    bands = ava_map_by_visibility(gt, dets, labelmap, np.array([0.9, 0.1]))
+    assert bands["0.75-1"]["mAP"] == pytest.approx(1.0)  # the hidden actor's detection is ignored, not a FP
+    assert bands["0-0.25"]["mAP"] == pytest.approx(1.0)
+    assert np.isnan(bands["0.25-0.75"]["mAP"]) and bands["0.25-0.75"]["n_gt"] == 0
+    assert ava_map(gt.select(np.array([True, False])), dets, labelmap).mAP == pytest.approx(0.5)  # without ignoring
+    with pytest.raises(ValueError, match="one value per ground-truth row"):
+        ava_map_by_visibility(gt, dets, labelmap, np.array([0.5]))
+    path = tmp_path / "vis.csv"
+    path.write_text("v,0001,0,0.9\nv,1,1,1.5\n")
+    with pytest.raises(StadError, match=r"vis.csv line 2: visibility must be in \[0, 1\]"):
+        read_actor_visibility(path)
+    path.write_text("v,0001,0,0.9\n")
+    assert read_actor_visibility(path) == {("v", 1, 0): 0.9}

@@ -61,7 +61,8 @@ from stad.engine.families.common import (
 from stad.errors import StadError
 from stad.structures import KeyframeDetections, KeyframeLabels
 
-FILE_OPTIONS = ("train_csv", "val_csv", "labelmap", "train_excluded", "val_excluded", "proposals_train", "proposals_val")
+FILE_OPTIONS = ("train_csv", "val_csv", "labelmap", "train_excluded", "val_excluded", "proposals_train", "proposals_val",
+                "train_visibility", "val_visibility")
 CLIP_OPTIONS = ("layout", "fps", "timestamp_start", "first_timestamp", "last_timestamp")
 AUGMENT_OPTIONS = ("photometric", "crop", "flip", "erase")
 INFER_OPTIONS = ("conf_thresh", "nms_thresh", "top_n", "max_keyframes")
@@ -97,6 +98,7 @@ class KeyframeData:
         eval_videos: the videos evaluated.
         first_timestamp, last_timestamp: the keyframe range evaluated (None: no bound).
         proposals: ``"train"`` / ``"val"`` -> ``(video, second) -> (P, 5)`` normalised boxes + score, when given.
+        eval_visibility: ``(M,)`` visible fraction of each row of ``eval_gt`` (synthetic data), or None.
         source: a readable description (files) for reports.
     """
 
@@ -110,6 +112,7 @@ class KeyframeData:
     first_timestamp: int | None = None
     last_timestamp: int | None = None
     proposals: dict[str, dict[tuple[str, int], np.ndarray]] = field(default_factory=dict)
+    eval_visibility: np.ndarray | None = None
     source: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -139,6 +142,8 @@ def _synthetic_files(cfg: Config, progress: bool) -> tuple[Path, dict[str, Any]]
     return root, {
         "train_csv": ann / f"{name}_train.csv", "val_csv": ann / f"{name}_val.csv", "labelmap": ann / f"{name}_action_list.pbtxt",
         "train_excluded": ann / f"{name}_train_excluded_timestamps.csv", "val_excluded": ann / f"{name}_val_excluded_timestamps.csv",
+        **{f"{split}_visibility": ann / f"{name}_{split}_visibility.csv" for split in ("train", "val")
+           if (ann / f"{name}_{split}_visibility.csv").is_file()},  # absent in renderings of older stad versions
         "layout": "ava", "first_timestamp": 1,
     }
 
@@ -183,12 +188,26 @@ def load_data(cfg: Config, *, progress: bool = True) -> KeyframeData:
     )
     proposals = {which: _read_proposals(options[f"proposals_{which}"]) for which in ("train", "val") if options.get(f"proposals_{which}")}
     first, last = options.get("first_timestamp"), options.get("last_timestamp")
+    visibility = _row_visibility(eval_gt, options[f"{split}_visibility"]) if options.get(f"{split}_visibility") else None
     return KeyframeData(
         layout=layout, labelmap=labelmap, train=train, eval_annotations=eval_annotations, eval_gt=eval_gt,
         excluded=eval_excluded, eval_videos=eval_videos, first_timestamp=None if first is None else int(first),
-        last_timestamp=None if last is None else int(last), proposals=proposals,
+        last_timestamp=None if last is None else int(last), proposals=proposals, eval_visibility=visibility,
         source={k: str(v) for k, v in options.items() if k in FILE_OPTIONS and v},
     )
+
+
+def _row_visibility(rows: AVARows, path: str | Path) -> np.ndarray:
+    """``(M,)`` visibility of each ground-truth row from a per-actor visibility CSV (by video, second, person id)."""
+    from stad.data.ava import read_actor_visibility
+
+    table = read_actor_visibility(path)
+    keys = list(zip(rows.video.tolist(), rows.timestamp.tolist(), rows.person_id.tolist()))
+    missing = [k for k in keys if k not in table]
+    if missing:
+        raise StadError(f"{path}: no visibility for {len(missing)} ground-truth actor(s) of {rows.path}, e.g. "
+                        f"{','.join(str(v) for v in missing[0])} (video, second, person id)")
+    return np.asarray([table[k] for k in keys], np.float64)
 
 
 def _read_proposals(path: str | Path) -> dict[tuple[str, int], np.ndarray]:
@@ -336,14 +355,22 @@ def evaluate(cfg: Config, data: KeyframeData, preds: KeyframePredictions) -> dic
     Returns ``frame_mAP`` (final stage) and, with several stages, ``frame_mAP/step<k>`` (fractions); the
     :class:`stad.eval.ava_map.AVAResult` of each stage under ``_ava`` (list, last = final).
     """
-    from stad.eval.ava_map import ava_map
+    from stad.eval.ava_map import ava_map, ava_map_by_visibility
 
     results = [ava_map(data.eval_gt, rows, data.labelmap, excluded=data.excluded) for rows in preds.stages]
     metrics: dict[str, Any] = {"frame_mAP": float(results[-1].mAP)}
     if len(results) > 1:
         metrics.update({f"frame_mAP/step{k}": float(r.mAP) for k, r in enumerate(results, start=1)})
     metrics["_ava"] = results
+    if data.eval_visibility is not None:
+        bands = ava_map_by_visibility(data.eval_gt, preds.final, data.labelmap, data.eval_visibility, excluded=data.excluded)
+        metrics.update({f"frame_mAP/vis{band}": float(v["mAP"]) for band, v in bands.items()})
+        metrics["_bands"] = bands
     return metrics
+
+
+def _percent(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{100 * value:.2f}"
 
 
 def format_report(metrics: dict[str, Any]) -> str:
@@ -352,12 +379,16 @@ def format_report(metrics: dict[str, Any]) -> str:
     final = results[-1]
     lines = ["| class | GT | detections | AP % |", "|---|---:|---:|---:|"]
     for name, gt, dets, ap in zip(final.class_names, final.num_gt.tolist(), final.num_detections.tolist(), final.ap.tolist()):
-        lines.append(f"| {name} | {gt} | {dets} | {'n/a' if np.isnan(ap) else f'{100 * ap:.2f}'} |")
+        lines.append(f"| {name} | {gt} | {dets} | {_percent(ap)} |")
     lines.append(f"| **frame-mAP@0.5** | | | **{100 * final.mAP:.2f}** |")
     text = "\n".join(lines) + "\n"
     if len(results) > 1:
         text += "\n| step | frame-mAP@0.5 % |\n|---|---:|\n" + "".join(
             f"| {k} | {100 * r.mAP:.2f} |\n" for k, r in enumerate(results, start=1))
+    if "_bands" in metrics:
+        text += "\n| actor visibility | GT rows | frame-mAP@0.5 % |\n|---|---:|---:|\n" + "".join(
+            f"| {band} | {v['n_gt']} | {_percent(v['mAP'])} |\n"
+            for band, v in metrics["_bands"].items())
     return text
 
 
@@ -407,6 +438,7 @@ def test(
         "predictions": [p.name for p in files],
         "ava_map": results[-1].to_dict(),
         **({"steps": [r.to_dict() for r in results]} if len(results) > 1 else {}),
+        **({"visibility_bands": metrics["_bands"]} if "_bands" in metrics else {}),
         "metrics": {k: v for k, v in metrics.items() if not k.startswith("_")},
     }
     (out / "report.json").write_text(json.dumps(json_clean(report), indent=2, allow_nan=False))
