@@ -26,6 +26,7 @@ keyframes without ground truth are false positives, as with the official evaluat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from stad.data.keyframes import (
     resolve_layout,
     second_index,
 )
+from stad.data.transforms import Transform, build_step_test_transform, build_step_train_transform
 from stad.engine.families.base import Family, output_dir
 from stad.engine.families.common import (
     check_checkpoint_labels,
@@ -70,18 +72,25 @@ INFER_OPTIONS = ("conf_thresh", "nms_thresh", "top_n", "max_keyframes")
 
 @dataclass(frozen=True)
 class MethodData:
-    """How a keyframe method reads its clips: the clip rule, the pixel normalisation and its augmentation."""
+    """How a keyframe method reads its clips.
+
+    Attributes:
+        clip_rule: the frames of a keyframe's clip (e.g. :class:`stad.data.keyframes.StepClipRule`).
+        normalization: the pixel normalisation of the clip.
+        train_transform: ``(input_size, **switches) -> Transform``, the training augmentation (``switches``: the
+            ``data.options`` keys of :data:`AUGMENT_OPTIONS` that the config sets).
+        test_transform: ``(input_size) -> Transform``.
+    """
 
     clip_rule: Any
     normalization: ClipNormalization
-    augmentation: str  # "step"
+    train_transform: Callable[..., Transform]
+    test_transform: Callable[..., Transform]
 
 
+_STEP_DATA = MethodData(StepClipRule(), STEP_NORMALIZATION, build_step_train_transform, build_step_test_transform)
 # model.name -> its data rules (STEP.md §2; FBIL will add its own)
-METHOD_DATA: dict[str, MethodData] = {
-    "step": MethodData(StepClipRule(), STEP_NORMALIZATION, "step"),
-    "step_cls": MethodData(StepClipRule(), STEP_NORMALIZATION, "step"),
-}
+METHOD_DATA: dict[str, MethodData] = {"step": _STEP_DATA, "step_cls": _STEP_DATA}
 
 
 @dataclass
@@ -236,15 +245,13 @@ def resolve_model_config(cfg: Config, data: KeyframeData) -> Config:
 
 
 def _dataset(cfg: Config, data: KeyframeData, keyframes: list[KeyframeLabels], *, train: bool, method: str) -> KeyframeDataset:
-    from stad.data.transforms import build_step_test_transform, build_step_train_transform
-
     rules = METHOD_DATA[method]
     size = tuple(int(v) for v in cfg.data.input_size)
     if train and cfg.data.augment:
         switches = {k: bool(cfg.data.options[k]) for k in AUGMENT_OPTIONS if k in cfg.data.options}
-        transform = build_step_train_transform(size, **switches)
+        transform = rules.train_transform(size, **switches)
     else:
-        transform = build_step_test_transform(size)
+        transform = rules.test_transform(size)
     which = "train" if train else ("train" if cfg.eval.subset == "train" else "val")
     return KeyframeDataset(
         keyframes, data.layout, clip_rule=rules.clip_rule, input_size=size, num_classes=len(data.labelmap),
@@ -498,7 +505,7 @@ def detect_source(
     """
     from stad.data.ava import write_ava_predictions
     from stad.data.keyframes import normalize_pixels, step_clip_frames
-    from stad.data.transforms import ClipSample, build_step_test_transform
+    from stad.data.transforms import ClipSample
     from stad.engine.infer import read_source
     from stad.viz.draw import TubeOverlay, draw_tubes
     from stad.viz.video import write_video
@@ -514,7 +521,7 @@ def detect_source(
     seconds, first_frames, counts = second_index(T, fps)
     rules = METHOD_DATA[cfg.model.name]
     size = tuple(int(v) for v in cfg.data.input_size)
-    transform = build_step_test_transform(size)
+    transform = rules.test_transform(size)
     labels = list(cfg.model.labels) or [str(i) for i in range(cfg.model.num_classes)]
     ids = np.asarray(cfg.model.label_ids or range(1, len(labels) + 1), np.int64)
     model.eval()
