@@ -243,6 +243,32 @@ def ava_map_by_visibility(
     return out
 
 
+def actor_ap(gt_rows: AVARows, det_rows: AVARows, labelmap: LabelMap, *, excluded: Iterable[tuple[str, int]] = (),
+             iou_threshold: float = IOU_THRESHOLD, top_k: int | None = TOP_K) -> AVAResult:
+    """Class-agnostic AVA AP ("actor AP", stad's diagnostic): how well the actors are found, whatever their actions.
+
+    Rows of the label map's classes only. Ground truth: one row per distinct (keyframe, box). Detections: rows with
+    the same keyframe and box (a keyframe detector gives one box all its class scores) become one row with their
+    highest score. Then :func:`ava_map` with the single class ``actor``.
+    """
+    def merged(rows: AVARows, keep_max_score: bool) -> AVARows:
+        rows = rows.select(labelmap.index_of(rows.action_id) >= 0)
+        if len(rows) == 0:
+            return rows
+        keys = np.char.add(np.char.add(rows.video.astype(str), "|"), rows.timestamp.astype(str))
+        _, key_code = np.unique(keys, return_inverse=True)
+        table = np.column_stack([key_code.reshape(-1).astype(np.float64), rows.boxes])
+        order = np.lexsort((-rows.score, *table.T[::-1])) if keep_max_score else np.arange(len(rows))
+        _, first = np.unique(table[order], axis=0, return_index=True)
+        pick = np.sort(order[first])  # file order of the kept rows
+        return AVARows.from_arrays(video=rows.video[pick], timestamp=rows.timestamp[pick], boxes=rows.boxes[pick],
+                                   action_id=np.ones(len(pick), np.int64), score=rows.score[pick], path=rows.path)
+
+    actor = LabelMap(ids=[1], names=["actor"], label_types=[None])
+    return ava_map(merged(gt_rows, False), merged(det_rows, True), actor, excluded=excluded,
+                   iou_threshold=iou_threshold, top_k=top_k)
+
+
 def _groups(codes: np.ndarray) -> dict[int, np.ndarray]:
     """Row indices of each distinct code (rows in file order)."""
     order = np.argsort(codes, kind="stable")

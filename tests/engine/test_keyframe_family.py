@@ -76,7 +76,7 @@ def test_test_writes_per_step_csvs_that_stad_eval_ava_scores_alike(trained, tiny
     assert "frame-mAP@0.5" in printed and "| step | frame-mAP@0.5 % |" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["keyframes"] == 3  # one test video (test_every 4) with keyframes at seconds 1, 2, 3
-    assert set(report["metrics"]) == {"frame_mAP", "frame_mAP/step1", "frame_mAP/step2", "frame_mAP/step3",
+    assert set(report["metrics"]) == {"frame_mAP", "frame_mAP/step1", "frame_mAP/step2", "frame_mAP/step3", "actor_AP",
                                       "frame_mAP/vis0-0.25", "frame_mAP/vis0.25-0.75", "frame_mAP/vis0.75-1"}
     assert sum(band["n_gt"] for band in report["visibility_bands"].values()) == 6  # every test actor row in a band
     assert report["metrics"]["frame_mAP"] == report["metrics"]["frame_mAP/step3"]

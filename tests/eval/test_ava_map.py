@@ -468,3 +468,17 @@ def test_ava_map_by_visibility_ignores_detections_of_other_bands(tmp_path):
         read_actor_visibility(path)
     path.write_text("v,0001,0,0.9\n")
     assert read_actor_visibility(path) == {("v", 1, 0): 0.9}
+
+
+def test_actor_ap_merges_the_classes_of_a_box():
+    from stad.eval.ava_map import actor_ap
+
+    labelmap = LabelMap(ids=[1, 2], names=["a", "b"], label_types=[None, None])
+    box, other = [0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]
+    gt = AVARows.from_arrays(video=["v", "v"], timestamp=[1, 1], boxes=[box, box], action_id=[1, 2], person_id=[0, 0])
+    # the right box under the wrong class still finds the actor; the false box scores below it once merged
+    dets = AVARows.from_arrays(video=["v"] * 4, timestamp=[1] * 4, boxes=[other, box, box, other],
+                               action_id=[1, 2, 1, 7], score=[0.3, 0.2, 0.9, 0.95])
+    result = actor_ap(gt, dets, labelmap)
+    assert result.num_gt.tolist() == [1] and result.num_detections.tolist() == [2]  # id 7 is not in the map
+    assert result.mAP == pytest.approx(1.0)

@@ -359,16 +359,19 @@ def predict(
 def evaluate(cfg: Config, data: KeyframeData, preds: KeyframePredictions) -> dict[str, Any]:
     """AVA frame-mAP@0.5 (official evaluator's rules, :func:`stad.eval.ava_map.ava_map`) of every stage.
 
-    Returns ``frame_mAP`` (final stage) and, with several stages, ``frame_mAP/step<k>`` (fractions); the
-    :class:`stad.eval.ava_map.AVAResult` of each stage under ``_ava`` (list, last = final).
+    Returns ``frame_mAP`` (final stage) and, with several stages, ``frame_mAP/step<k>`` (fractions); ``actor_AP``,
+    the class-agnostic AP of the final stage (:func:`stad.eval.ava_map.actor_ap`: are the actors found at all?);
+    with actor visibility (synthetic data) ``frame_mAP/vis<lo>-<hi>``; the :class:`stad.eval.ava_map.AVAResult` of
+    each stage under ``_ava`` (list, last = final).
     """
-    from stad.eval.ava_map import ava_map, ava_map_by_visibility
+    from stad.eval.ava_map import actor_ap, ava_map, ava_map_by_visibility
 
     results = [ava_map(data.eval_gt, rows, data.labelmap, excluded=data.excluded) for rows in preds.stages]
     metrics: dict[str, Any] = {"frame_mAP": float(results[-1].mAP)}
     if len(results) > 1:
         metrics.update({f"frame_mAP/step{k}": float(r.mAP) for k, r in enumerate(results, start=1)})
     metrics["_ava"] = results
+    metrics["actor_AP"] = float(actor_ap(data.eval_gt, preds.final, data.labelmap, excluded=data.excluded).mAP)
     if data.eval_visibility is not None:
         bands = ava_map_by_visibility(data.eval_gt, preds.final, data.labelmap, data.eval_visibility, excluded=data.excluded)
         metrics.update({f"frame_mAP/vis{band}": float(v["mAP"]) for band, v in bands.items()})
@@ -388,6 +391,8 @@ def format_report(metrics: dict[str, Any]) -> str:
     for name, gt, dets, ap in zip(final.class_names, final.num_gt.tolist(), final.num_detections.tolist(), final.ap.tolist()):
         lines.append(f"| {name} | {gt} | {dets} | {_percent(ap)} |")
     lines.append(f"| **frame-mAP@0.5** | | | **{100 * final.mAP:.2f}** |")
+    if "actor_AP" in metrics:
+        lines.append(f"| actor AP (class-agnostic) | | | {_percent(metrics['actor_AP'])} |")
     text = "\n".join(lines) + "\n"
     if len(results) > 1:
         text += "\n| step | frame-mAP@0.5 % |\n|---|---:|\n" + "".join(
