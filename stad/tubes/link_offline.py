@@ -22,6 +22,16 @@ linking; no code was copied. Per video and class, for start frames ``t = 1 .. nf
    averages over the tubelets covering it (consecutive tubelets are at most K apart, so every
    frame is covered); tube score = mean tubelet score. Tubes with score < 0.005 or fewer than 15
    frames are dropped.
+6. Optional, off by default (``trim=True``; not part of ACT/MOC): temporal trimming as in ROAD
+   (Singh et al., ICCV 2017), with the online linker's energy (:mod:`stad.tubes.trim`). Every tube of
+   at least ``min_length`` frames (whatever its score) is labelled frame by frame as action or
+   background by the two-state Viterbi on ``frame_score - trim_threshold`` with ``trim_penalty`` per
+   label change; each run of action frames becomes a tube of the same label, its boxes and frame
+   scores those of the tube on these frames, its score the mean score of the tube's tubelets that
+   cover at least one of its frames (summed in the order they joined the tube, so a segment spanning
+   the whole tube keeps the tube's score exactly). Segments then pass the step-5 filter (fewer than
+   ``min_length`` frames or score < ``min_score``: dropped); a tube without action frames is dropped.
+   Segments of a tube take its place in the output order, in frame order.
 
 Quirks kept from the reference: the soft-NMS weights can be negative and such tubelets can still
 be candidates (when fewer than 10 survive); candidates are chosen by score, not IoU; at
@@ -56,6 +66,7 @@ from stad.boxes import box_area, box_iou_paired
 from stad.errors import StadError
 from stad.structures import Tube, Tubelets
 from stad.tubes.nms import _priority, batched_tubelet_soft_nms
+from stad.tubes.trim import TRIM_PENALTY, TRIM_THRESHOLD, action_segments, check_trim_params
 from stad.tubes.tubelets import validate_tubelets
 
 # Videos are linked together in batches of at most this many tubelets (bounds memory).
@@ -76,6 +87,9 @@ class LinkParams:
     min_length: int = 15
     min_score: float = 0.005
     pick: str = "score"
+    trim: bool = False
+    trim_threshold: float = TRIM_THRESHOLD
+    trim_penalty: float = TRIM_PENALTY
 
 
 def build_tubes(
@@ -94,6 +108,10 @@ def build_tubes(
     # output filter
     min_length: int = 15,
     min_score: float = 0.005,
+    # temporal trimming (ROAD), off in ACT/MOC
+    trim: bool = False,
+    trim_threshold: float = TRIM_THRESHOLD,
+    trim_penalty: float = TRIM_PENALTY,
 ) -> list[Tube]:
     """Action tubes of one video from its K-frame tubelets (ACT/MOC offline linking, all classes).
 
@@ -110,13 +128,26 @@ def build_tubes(
         pick: which valid candidate extends a tube: ``"score"`` (published code) or ``"iou"``.
         min_length: tubes with fewer frames are dropped, 15.
         min_score: tubes with a lower mean tubelet score are dropped, 0.005.
+        trim: cut every tube into its action segments (module docstring, step 6), False (ACT/MOC).
+            With False the output is exactly the ACT/MOC builder's.
+        trim_threshold: frame score below which trimming favours background, in ``[0, 1]``, 0.1.
+            Frame scores are class probabilities (means of tubelet scores); 0.1 is the online
+            linker's default, so both linkers cut the same frame scores alike. It lies well above the
+            0.005 tube filter, so frames a tube only reached through barely scored tubelets are cut,
+            and low enough to keep a moderately confident action (rationale in :mod:`stad.tubes.trim`).
+        trim_penalty: cost of one action/background label change, >= 0, 0.5 (online default): a
+            tube is split only where the summed deficit ``trim_threshold - frame_score`` of a dip
+            exceeds 1.0, and an end is cut once its deficit exceeds 0.5.
 
     Returns:
         Tubes (``boxes`` ``(L, 6)`` ``[frame, x1, y1, x2, y2, frame_score]`` on consecutive frames),
         by label, then in the reference's order (see the module docstring).
     """
     K = _resolve_K(tubelets, K, "tubelets")
-    params = _params(K, num_classes, nms_threshold, top_k, link_iou, max_miss, min_length, min_score, pick)
+    params = _params(
+        K, num_classes, nms_threshold, top_k, link_iou, max_miss, min_length, min_score, pick,
+        trim, trim_threshold, trim_penalty,
+    )  # fmt: skip
     validate_tubelets(tubelets, where="tubelets", num_classes=num_classes, nframes=int(nframes))
     return _link_batch([tubelets], [int(nframes)], params)[0]
 
@@ -134,6 +165,9 @@ def build_tubes_for_videos(
     pick: Literal["score", "iou"] = "score",
     min_length: int = 15,
     min_score: float = 0.005,
+    trim: bool = False,
+    trim_threshold: float = TRIM_THRESHOLD,
+    trim_penalty: float = TRIM_PENALTY,
     # execution
     workers: int = 0,
 ) -> dict[str, list[Tube]]:
@@ -143,7 +177,8 @@ def build_tubes_for_videos(
         tubelets_per_video: video -> tubelets; all videos must share K.
         num_classes: number of action classes.
         nframes: video -> number of frames (every video of ``tubelets_per_video`` must be present).
-        K, nms_threshold, top_k, link_iou, max_miss, pick, min_length, min_score: as ``build_tubes``.
+        K, nms_threshold, top_k, link_iou, max_miss, pick, min_length, min_score, trim, trim_threshold,
+            trim_penalty: as ``build_tubes``.
         workers: worker processes (0 or 1: this process). Results do not depend on it.
 
     Returns:
@@ -155,7 +190,10 @@ def build_tubes_for_videos(
         raise StadError(f"all videos must share the tubelet length K, got {sorted(Ks)}")
     if not videos:
         return {}
-    params = _params(Ks.pop(), num_classes, nms_threshold, top_k, link_iou, max_miss, min_length, min_score, pick)
+    params = _params(
+        Ks.pop(), num_classes, nms_threshold, top_k, link_iou, max_miss, min_length, min_score, pick,
+        trim, trim_threshold, trim_penalty,
+    )  # fmt: skip
     for v in videos:
         if v not in nframes:
             raise StadError(f"nframes: no frame count for video {v!r}")
@@ -189,7 +227,10 @@ def _resolve_K(tubelets: Tubelets, K: int | None, where: str) -> int:
     return int(boxes.shape[1])
 
 
-def _params(K, num_classes, nms_threshold, top_k, link_iou, max_miss, min_length, min_score, pick) -> LinkParams:
+def _params(
+    K, num_classes, nms_threshold, top_k, link_iou, max_miss, min_length, min_score, pick,
+    trim, trim_threshold, trim_penalty,
+) -> LinkParams:  # fmt: skip
     if K < 1:
         raise StadError(f"K must be >= 1, got {K}")
     if num_classes < 1:
@@ -201,6 +242,9 @@ def _params(K, num_classes, nms_threshold, top_k, link_iou, max_miss, min_length
         raise StadError(f"max_miss must be in 1..K={K}, got {max_miss}")
     if pick not in ("score", "iou"):
         raise StadError(f"pick must be 'score' or 'iou', got {pick!r}")
+    if not isinstance(trim, (bool, np.bool_)):
+        raise StadError(f"trim must be True or False, got {trim!r}")
+    check_trim_params(trim_threshold, trim_penalty)
     return LinkParams(
         K=K,
         num_classes=int(num_classes),
@@ -211,6 +255,9 @@ def _params(K, num_classes, nms_threshold, top_k, link_iou, max_miss, min_length
         min_length=int(min_length),
         min_score=float(min_score),
         pick=pick,
+        trim=bool(trim),
+        trim_threshold=float(trim_threshold),
+        trim_penalty=float(trim_penalty),
     )
 
 
@@ -429,12 +476,15 @@ def _make_tubes(
     V: int,
     p: LinkParams,
 ) -> list[list[Tube]]:
-    """Average the tubelets of every kept tube per frame and build ``Tube`` records per video."""
+    """Average the tubelets of every kept tube per frame and build ``Tube`` records per video.
+
+    With ``p.trim`` the score filter waits for the segments (a weak tube may hold a strong one).
+    """
     K, C = p.K, p.num_classes
     ids = np.arange(n_tubes)
     score = t_sum[ids] / np.maximum(t_count[ids], 1)
     length = t_last[ids] + K - t_first[ids]
-    kept = ids[(score >= p.min_score) & (length >= p.min_length)]
+    kept = ids[((score >= p.min_score) | p.trim) & (length >= p.min_length)]
     out: list[list[Tube]] = [[] for _ in range(V)]
     if kept.size == 0:
         return out
@@ -457,7 +507,61 @@ def _make_tubes(
     table[:, 5] = np.bincount(rows, weights=np.repeat(c_score[m_cand], K), minlength=n_rows) / count
     starts = row0[kept]
     table[:, 0] = np.arange(n_rows) - np.repeat(starts, length[kept]) + np.repeat(t_first[kept], length[kept])
+    if p.trim:
+        return _trimmed_tubes(kept, starts, length[kept], t_group, table, m_tube, m_cand, c_start, c_score, V, p)
     for tube_id, r0, n in zip(kept.tolist(), starts.tolist(), length[kept].tolist()):
         g = int(t_group[tube_id])
         out[g // C].append(Tube(label=g % C, score=float(score[tube_id]), boxes=table[r0 : r0 + n]))
+    return out
+
+
+def _trimmed_tubes(
+    kept: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    t_group: np.ndarray,
+    table: np.ndarray,
+    m_tube: np.ndarray,
+    m_cand: np.ndarray,
+    c_start: np.ndarray,
+    c_score: np.ndarray,
+    V: int,
+    p: LinkParams,
+) -> list[list[Tube]]:
+    """The action segments of the kept tubes (module docstring, step 6), in the tubes' output order.
+
+    Args:
+        kept: ``(n,)`` tube ids in output order; starts, lengths: ``(n,)`` their first row in
+            ``table`` and their number of frames.
+        t_group: group (``video * C + label``) of every tube id.
+        table: ``(rows, 6)`` ``[frame, x1, y1, x2, y2, frame_score]`` of the kept tubes, stacked.
+        m_tube, m_cand: ``(M,)`` (tube, candidate) membership pairs of the kept tubes, chronological.
+        c_start, c_score: ``(Q,)`` start frame and (soft-NMS) score of every candidate.
+    """
+    K, C = p.K, p.num_classes
+    out: list[list[Tube]] = [[] for _ in range(V)]
+    by_tube = np.argsort(m_tube, kind="stable")  # members grouped by tube, chronological within
+    m_bounds = np.searchsorted(m_tube[by_tube], kept)  # [n] first member of each kept tube
+    m_ends = np.searchsorted(m_tube[by_tube], kept, side="right")
+    # A tube with no frame score above the threshold has no action frame: skip its Viterbi.
+    peak = np.maximum.reduceat(table[:, 5], starts) if starts.size else np.zeros(0)  # [n]
+    for i in np.flatnonzero(peak > p.trim_threshold).tolist():
+        r0, n = int(starts[i]), int(lengths[i])
+        frames = table[r0 : r0 + n]  # [L, 6] of this tube
+        segments = action_segments(frames[:, 5], threshold=p.trim_threshold, penalty=p.trim_penalty)  # [S, 2]
+        segments = segments[segments[:, 1] - segments[:, 0] >= p.min_length]
+        if segments.size == 0:
+            continue
+        members = by_tube[m_bounds[i] : m_ends[i]]  # the tube's tubelets, in the order they joined
+        m_first = c_start[m_cand[members]]  # [m] first frame of each tubelet (increasing)
+        m_score = c_score[m_cand[members]]  # [m]
+        first = int(frames[0, 0])
+        g = int(t_group[kept[i]])
+        for s, e in segments.tolist():
+            # Tubelets covering a frame of [first + s, first + e - 1] start in [first + s - K + 1, first + e - 1].
+            lo = np.searchsorted(m_first, first + s - K + 1)
+            hi = np.searchsorted(m_first, first + e - 1, side="right")
+            seg_score = float(np.cumsum(m_score[lo:hi])[-1] / (hi - lo))  # sequential sum, as t_sum
+            if seg_score >= p.min_score:
+                out[g // C].append(Tube(label=g % C, score=seg_score, boxes=frames[s:e]))
     return out

@@ -31,7 +31,8 @@ no code was copied. Per frame ``t`` and independently per class ``c``:
    frames (action / background), maximising ``sum_t [action_t] (s_t - trim_threshold) -
    trim_penalty * #label changes`` with ``s_t`` the frame score (0 on extrapolated frames); each
    action segment (extrapolated ends removed) becomes a tube with the same track id. This is a
-   simple energy in the spirit of ROAD's label-consistency Viterbi (``dpEM_max``), not a copy of it.
+   simple energy in the spirit of ROAD's label-consistency Viterbi (``dpEM_max``), not a copy of it;
+   it lives in :mod:`stad.tubes.trim`, shared with the offline builder's ``trim`` option.
 
 Differences to the released MATLAB code, on purpose: a tube ends after ``max_gap`` bridged frames
 (ROAD's ``gap`` g bridges g - 1 frames, so ``max_gap = g - 1``; its evaluation script used g = 3, the
@@ -58,6 +59,7 @@ import numpy as np
 from stad.boxes import box_iou, box_iou_paired
 from stad.errors import StadError
 from stad.structures import FrameDetections, Tube
+from stad.tubes.trim import TRIM_PENALTY, TRIM_THRESHOLD, action_segments, check_trim_params, viterbi_action_segments
 
 # Columns of the row log: one row per live tube and frame.
 _ID, _FRAME, _X1, _Y2, _SCORE, _REAL = 0, 1, 2, 5, 6, 7
@@ -82,8 +84,8 @@ class OnlineLinkParams:
     image_size: tuple[int, int] | None = None
     plus_one: bool = True
     trim: bool = False
-    trim_threshold: float = 0.1
-    trim_penalty: float = 0.5
+    trim_threshold: float = TRIM_THRESHOLD
+    trim_penalty: float = TRIM_PENALTY
 
 
 @dataclass(slots=True)
@@ -145,8 +147,9 @@ class OnlineLinker:
             ``[0, width - 1] x [0, height - 1]``.
         plus_one: IoU convention (True: ACT "+1" pixel areas; False: continuous).
         trim: temporal trimming of finished tubes (module docstring, step 7), off by default.
-        trim_threshold: frame score below which trimming favours background, 0.1.
-        trim_penalty: cost of a label change in the trimming, 0.5.
+        trim_threshold: frame score below which trimming favours background, in ``[0, 1]``, 0.1
+            (the choice is explained in :mod:`stad.tubes.trim`).
+        trim_penalty: cost of a label change in the trimming, >= 0, 0.5.
     """
 
     def __init__(
@@ -169,8 +172,8 @@ class OnlineLinker:
         # output
         min_length: int = 8,
         trim: bool = False,
-        trim_threshold: float = 0.1,
-        trim_penalty: float = 0.5,
+        trim_threshold: float = TRIM_THRESHOLD,
+        trim_penalty: float = TRIM_PENALTY,
         plus_one: bool = True,
     ) -> None:
         self.params = _check_params(
@@ -542,10 +545,8 @@ class OnlineLinker:
     def _trimmed(self, track_id: int, label: int, boxes: np.ndarray, real: np.ndarray) -> list[TrackedTube]:
         """Action segments of one tube by the two-state Viterbi labelling (module docstring, step 7)."""
         p = self.params
-        action = viterbi_action_segments(boxes[:, 5] - p.trim_threshold, p.trim_penalty)  # [L] bool
         out = []
-        edges = np.flatnonzero(np.diff(np.r_[0, action.astype(np.int8), 0]))
-        for s, e in zip(edges[0::2].tolist(), edges[1::2].tolist()):
+        for s, e in action_segments(boxes[:, 5], threshold=p.trim_threshold, penalty=p.trim_penalty).tolist():
             seg_real = np.flatnonzero(real[s:e])
             if seg_real.size == 0:
                 continue
@@ -604,37 +605,6 @@ def _select_candidates(
     order = np.lexsort((np.concatenate(picks_round), label))  # by class, then rank
     det = np.concatenate(picks_det)[order]
     return _Candidates(label=label[order], score=np.concatenate(picks_score)[order], boxes=boxes[det])
-
-
-def viterbi_action_segments(energy: np.ndarray, penalty: float) -> np.ndarray:
-    """Two-state labelling maximising ``sum_t [a_t] energy_t - penalty * #{t: a_t != a_(t-1)}``.
-
-    Args:
-        energy: ``(L,)`` gain of labelling each frame "action" over "background".
-        penalty: cost of each label change (>= 0); the labels before the first frame are free.
-
-    Returns:
-        ``(L,)`` bool, True where the optimal labelling is "action" (ties favour background).
-    """
-    energy = np.asarray(energy, dtype=np.float64)
-    L = energy.size
-    if L == 0:
-        return np.zeros(0, bool)
-    back = np.zeros((L, 2), bool)  # back[t, s]: previous state of the best path ending in state s at t
-    bg, act = 0.0, float(energy[0])
-    for t in range(1, L):
-        stay_bg, from_act = bg, act - penalty
-        stay_act, from_bg = act, bg - penalty
-        back[t, 0] = from_act > stay_bg
-        back[t, 1] = not (from_bg > stay_act)
-        bg = max(stay_bg, from_act)
-        act = max(stay_act, from_bg) + float(energy[t])
-    out = np.zeros(L, bool)
-    state = act > bg
-    for t in range(L - 1, -1, -1):
-        out[t] = state
-        state = back[t, int(state)] if t else state
-    return out
 
 
 def link_video_online(
@@ -720,8 +690,7 @@ def _check_params(p: OnlineLinkParams) -> OnlineLinkParams:
         raise StadError(f"min_length must be >= 1, got {p.min_length}")
     if p.image_size is not None and min(p.image_size) < 1:
         raise StadError(f"image_size must be (height, width) >= 1, got {p.image_size}")
-    if p.trim_penalty < 0:
-        raise StadError(f"trim_penalty must be >= 0, got {p.trim_penalty}")
+    check_trim_params(p.trim_threshold, p.trim_penalty)
     return p
 
 
