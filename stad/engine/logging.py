@@ -6,6 +6,10 @@ Only the main process (rank 0) writes: :class:`TrainLogger` opens no TensorBoard
 
 TensorBoard tags: ``train/<loss name>``, ``train/lr``, ``train/clips_per_s`` (per logged
 iteration, x = global step) and ``val/<metric>`` (x = epoch).
+
+:class:`StepSeries` keeps the same per-iteration losses and learning rate in memory, bounded, for
+the ``curves.png`` plot (``stad.engine.curves``); ``fit`` saves it in the checkpoint's ``extra``
+so a resumed run continues the curves.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["MeanMeter", "ThroughputMeter", "TrainLogger", "format_values", "progress"]
+__all__ = ["MeanMeter", "StepSeries", "ThroughputMeter", "TrainLogger", "format_values", "progress"]
 
 ItemT = TypeVar("ItemT")
 
@@ -101,6 +105,101 @@ class TrainLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class StepSeries:
+    """Named scalars at logged global steps (losses, ``lr``), bounded by averaging neighbours.
+
+    Every stored point is the mean of ``stride`` consecutive logged iterations (its ``step`` the
+    mean of theirs). When ``max_points`` points are stored, neighbours are merged pairwise and
+    ``stride`` doubles, so all points keep the same weight and memory stays bounded however long
+    the run. The newest iterations that do not yet fill a point wait in a pending bucket, which
+    :meth:`columns` includes as a last, partial point. Means skip NaN/inf (a point whose values
+    are all non-finite is NaN); a name first seen later is NaN before.
+
+    Args:
+        max_points: points kept before merging (even, >= 2); default 2000.
+    """
+
+    def __init__(self, max_points: int = 2000) -> None:
+        if max_points < 2 or max_points % 2:
+            raise ValueError(f"max_points must be an even number >= 2, got {max_points}")
+        self.max_points = max_points
+        self.stride = 1
+        self._columns: dict[str, list[float]] = {"step": []}  # step + one column per name, NaN-padded
+        self._pending: list[dict[str, float]] = []  # < stride raw records {"step": s, name: value}
+
+    def __len__(self) -> int:
+        """Stored points plus the partial one (if any)."""
+        return len(self._columns["step"]) + bool(self._pending)
+
+    def append(self, step: int, values: Mapping[str, float]) -> None:
+        """Record ``values`` (name -> float) logged at global step ``step``."""
+        if "step" in values:
+            raise ValueError(f"'step' is reserved for the x axis, got values {sorted(values)}")
+        self._pending.append({"step": float(step), **{name: float(value) for name, value in values.items()}})
+        if len(self._pending) < self.stride:
+            return
+        self._store(_nan_mean_records(self._pending))
+        self._pending = []
+        while len(self._columns["step"]) >= self.max_points:
+            self._merge_neighbours()
+
+    def columns(self) -> dict[str, list[float]]:
+        """``{"step": [...], name: [...]}``, equal-length lists (the pending partial point last)."""
+        columns = {name: list(values) for name, values in self._columns.items()}
+        if self._pending:
+            last = _nan_mean_records(self._pending)
+            n = len(columns["step"])
+            for name in last:
+                columns.setdefault(name, [math.nan] * n)
+            for name, values in columns.items():
+                values.append(last.get(name, math.nan))
+        return columns
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers (``torch.load(weights_only=True)`` can read them)."""
+        return {"stride": self.stride, "columns": {k: list(v) for k, v in self._columns.items()},
+                "pending": [dict(record) for record in self._pending]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (merging further if this series keeps fewer points)."""
+        columns = {name: [float(v) for v in values] for name, values in state["columns"].items()}
+        lengths = {len(values) for values in columns.values()}
+        if "step" not in columns or len(lengths) != 1:
+            raise ValueError(f"a step series needs a 'step' column and equal-length columns, got lengths "
+                             f"{ {name: len(values) for name, values in columns.items()} }")
+        self.stride = int(state["stride"])
+        self._columns = columns
+        self._pending = [{name: float(value) for name, value in record.items()} for record in state["pending"]]
+        while len(self._columns["step"]) >= self.max_points:
+            self._merge_neighbours()
+
+    def _store(self, point: Mapping[str, float]) -> None:
+        n = len(self._columns["step"])
+        for name in point:
+            self._columns.setdefault(name, [math.nan] * n)
+        for name, values in self._columns.items():
+            values.append(point.get(name, math.nan))
+
+    def _merge_neighbours(self) -> None:
+        """Points (0, 1), (2, 3) ... -> their means; an odd last point stays as it is."""
+        for name, values in self._columns.items():
+            merged = [_nan_mean(values[i:i + 2]) for i in range(0, len(values) - 1, 2)]
+            if len(values) % 2:
+                merged.append(values[-1])
+            self._columns[name] = merged
+        self.stride *= 2
+
+
+def _nan_mean(values: Iterable[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _nan_mean_records(records: list[dict[str, float]]) -> dict[str, float]:
+    names = dict.fromkeys(name for record in records for name in record)
+    return {name: _nan_mean(record.get(name, math.nan) for record in records) for name in names}
 
 
 def format_values(values: Mapping[str, float], digits: int = 4) -> Iterator[str]:

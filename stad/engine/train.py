@@ -25,6 +25,8 @@ Run folder (``TrainConfig.output_dir``, written by rank 0)::
     epoch_NNNN.pt        every ``checkpoint_every`` epochs
     best.pt              when ``best_metric`` improves
     tb/                  TensorBoard events (train/<loss>, train/lr, train/clips_per_s, val/<metric>)
+    curves.png           learning curves (losses and lr per logged iteration, val metrics per epoch),
+                         after every epoch and at the end (``stad.engine.curves``)
 
 Learning-rate schedule (per iteration ``i`` of ``S`` in total, ``E`` iterations per epoch)::
 
@@ -71,7 +73,8 @@ from stad.engine.distributed import (
     set_sampler_epoch,
     wrap_ddp,
 )
-from stad.engine.logging import MeanMeter, ThroughputMeter, TrainLogger, format_values, progress
+from stad.engine.curves import CurvesWriter
+from stad.engine.logging import MeanMeter, StepSeries, ThroughputMeter, TrainLogger, format_values, progress
 from stad.errors import StadError
 
 __all__ = [
@@ -296,6 +299,7 @@ def train_one_epoch(
     logger: TrainLogger | None,
     global_step: int = 0,
     log_every: int = 20,
+    step_log: StepSeries | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``: forward, loss check, backward, clip, step, schedule.
 
@@ -312,6 +316,7 @@ def train_one_epoch(
         logger: TensorBoard scalars every ``log_every`` global steps, or None.
         global_step: optimizer steps done before this epoch.
         log_every: iterations between logged scalars and progress-bar updates.
+        step_log: gets the logged iterations' losses and ``lr`` (for ``curves.png``), or None.
 
     Returns:
         Means over the epoch's clips of every loss entry (averaged over ranks) plus ``lr`` (at the
@@ -360,6 +365,8 @@ def train_one_epoch(
                                 f" {window_speed.rate:.1f} clips/s")
             if logger is not None:
                 logger.scalars("train", live, step)
+            if step_log is not None:
+                step_log.append(step, {**values, "lr": lr})
             window_speed.reset()
     bar.close()
 
@@ -425,8 +432,8 @@ def fit(
     ``build_sampler(...)``; ``fit`` wraps the model in DDP and reshuffles the sampler each epoch.
 
     With ``cfg.resume`` set, model, optimizer, scheduler, scaler, epoch, global step, best metric,
-    history and random states are restored and training continues at the next epoch; on CPU the
-    result is bit-identical to an uninterrupted run.
+    history, per-iteration loss log and random states are restored and training continues at the
+    next epoch; on CPU the result is bit-identical to an uninterrupted run.
 
     Args:
         model: module with ``forward(batch) -> dict`` containing ``"loss"`` (moved to ``device``).
@@ -467,6 +474,7 @@ def fit(
 
     start_epoch, global_step = 0, 0
     result = FitResult(output_dir=output_dir, epochs_completed=0, global_step=0)
+    step_log = StepSeries()  # losses and lr of the logged iterations (rank 0), for curves.png
     if cfg.resume:
         checkpoint = load_checkpoint(cfg.resume, map_location="cpu")
         if checkpoint["optimizer"] is None or checkpoint["scheduler"] is None:
@@ -480,6 +488,8 @@ def fit(
         extra = checkpoint["extra"]
         result.best_value, result.best_epoch = extra.get("best_value"), extra.get("best_epoch")
         result.history = list(extra.get("history", []))
+        if extra.get("step_log") is not None:
+            step_log.load_state_dict(extra["step_log"])
         if extra.get("steps_per_epoch") not in (None, steps_per_epoch):
             warnings.warn(
                 f"resuming with {steps_per_epoch} iterations per epoch, the checkpoint had "
@@ -501,6 +511,7 @@ def fit(
         if isinstance(saved_config, Config):
             save_config(saved_config, output_dir / "config.yaml")
     logger = TrainLogger(output_dir / "tb", enabled=main)
+    curves = CurvesWriter(output_dir / "curves.png", enabled=main, title=output_dir.name)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             set_sampler_epoch(train_loader, epoch)
@@ -508,6 +519,7 @@ def fit(
                 train_model, train_loader, optimizer, scheduler,
                 device=device, scaler=scaler, autocast_dtype=autocast_dtype, grad_clip=cfg.grad_clip,
                 epoch=epoch, logger=logger, global_step=global_step, log_every=cfg.log_every,
+                step_log=step_log if main else None,
             )
             global_step += int(train_stats["steps"])
             record: dict[str, Any] = {"epoch": epoch + 1, "train": train_stats}
@@ -545,17 +557,19 @@ def fit(
                     epoch=epoch + 1, step=global_step, config=saved_config, rng=rng_states,
                     extra={"best_value": result.best_value, "best_epoch": result.best_epoch,
                            "history": result.history, "steps_per_epoch": steps_per_epoch,
-                           "world_size": world_size},
+                           "world_size": world_size, "step_log": step_log.state_dict()},
                 )
                 result.last_checkpoint = save_checkpoint(output_dir / "last.pt", **state)
                 if cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
                     save_checkpoint(output_dir / f"epoch_{epoch + 1:04d}.pt", **state)
                 if record.get("best"):
                     result.best_checkpoint = save_checkpoint(output_dir / "best.pt", **state)
+                curves.write(result.history, step_log.columns())
             barrier()
             logger.flush()
     finally:
         logger.close()
+        curves.write(result.history, step_log.columns(), force=True)  # also after an error: the curves up to it
     if result.best_checkpoint is None and (output_dir / "best.pt").is_file() and result.best_epoch is not None:
         result.best_checkpoint = output_dir / "best.pt"
     if result.last_checkpoint is None and (output_dir / "last.pt").is_file():
