@@ -14,9 +14,10 @@ Images are normalized as ``(pixel / 255 - mean) / std`` per channel with the Ima
 ``IMAGENET_MEAN`` / ``IMAGENET_STD`` unless other values are given (the ones timm backbones are
 pretrained with); stacked flow inputs repeat the 3 values over their ``3 * flow_frames`` channels.
 
-Augmentation randomness: item ``i`` uses ``np.random.default_rng([seed, epoch, i])``; call
-``set_epoch(epoch)`` before each epoch (before the DataLoader iterator is created, so worker copies
-see it) to get fresh augmentations that are still reproducible, whatever the number of workers.
+Augmentation randomness: item ``i`` of epoch ``e`` uses ``np.random.default_rng([seed, e, i])``, reproducible
+whatever the number of workers. The epoch comes with the key: the training loaders sample with
+``stad.data.sampling.EpochSampler``, whose ``(epoch, index)`` keys reach persistent worker copies too; a plain
+index uses the epoch of ``set_epoch`` (default 0).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torch.utils.data import Dataset
 
 from stad.data.frames import act_frame_path, ava_frame_path, read_rgb
 from stad.data.occluder_masks import OCCLUDER_MASK_DIR, occluder_mask_path, read_occluder_masks
+from stad.data.sampling import split_key
 from stad.data.transforms import ClipSample, Transform, build_test_transform, visible_mask_targets
 from stad.errors import StadError
 from stad.structures import TubeAnnotations
@@ -87,8 +89,13 @@ class _AugmentedDataset(Dataset):
         """Select the augmentation draws of ``epoch`` (items use ``default_rng([seed, epoch, index])``)."""
         self.epoch = int(epoch)
 
-    def _apply(self, sample: ClipSample, index: int) -> ClipSample:
-        out = self.transform(sample, np.random.default_rng([self.seed, self.epoch, index]))
+    def _key(self, key: Any) -> tuple[int, int]:
+        """``(epoch, index)`` of a key: an :class:`~stad.data.sampling.EpochSampler` pair or a plain index."""
+        return split_key(key, self.epoch)
+
+    def _apply(self, sample: ClipSample, index: int, epoch: int | None = None) -> ClipSample:
+        epoch = self.epoch if epoch is None else epoch
+        out = self.transform(sample, np.random.default_rng([self.seed, epoch, index]))
         if out.size != self.input_size:
             raise StadError(
                 f"the transform returned {out.size[0]}x{out.size[1]} images, expected input_size "
@@ -160,26 +167,63 @@ def _validate_tubes(ann: TubeAnnotations, videos: Sequence[str]) -> None:
                         raise StadError(f"{video}: label {label} tube {i}: visibility missing or not of length {len(tube)}")
 
 
-def tubelet_windows(ann: TubeAnnotations, videos: Sequence[str], *, K: int, stride: int, subset: str) -> list[TubeletWindow]:
+def window_kinds(spans: Sequence[tuple[int, int]], start: int, K: int) -> str | None:  # noqa: N803
+    """What the ``K``-frame window from ``start`` is for training, given the ``(first, last)`` frames of a video's
+    tubes: ``"positive"`` (ACT/MOC's rule: every tube covers all ``K`` frames or none, at least one covers them),
+    ``"negative"`` (no tube touches the window: idle actors and background only) or None (a tube is partly inside:
+    its tubelet would be incomplete, so the window is not used)."""
+    end = start + K - 1
+    inside = [first <= start and end <= last for first, last in spans]
+    outside = [last < start or end < first for first, last in spans]
+    if not all(i or o for i, o in zip(inside, outside)):
+        return None
+    return "positive" if any(inside) else "negative"
+
+
+def negative_count(positives: int, candidates: int, fraction: float) -> int:
+    """How many negatives make ``fraction`` of ``positives + negatives`` (at most ``candidates``)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+        raise StadError(f"negative_fraction must be a number in [0, 1), got {fraction!r}")
+    return min(candidates, int(round(fraction / (1.0 - fraction) * positives)))
+
+
+def with_negatives(positives: list, negatives: list, fraction: float, seed: int) -> list:
+    """``positives`` plus :func:`negative_count` of ``negatives`` drawn without replacement with ``seed`` (kept in
+    their order)."""
+    count = negative_count(len(positives), len(negatives), fraction)
+    if not count:
+        return list(positives)
+    chosen = np.sort(np.random.default_rng([int(seed), 7]).choice(len(negatives), size=count, replace=False))
+    return [*positives, *(negatives[i] for i in chosen.tolist())]
+
+
+def tubelet_windows(
+    ann: TubeAnnotations, videos: Sequence[str], *, K: int, stride: int, subset: str,  # noqa: N803
+    negative_fraction: float = 0.0, seed: int = 0,
+) -> list[TubeletWindow]:
     """The ``(video, start)`` windows of ``TubeletClipDataset``.
 
     Candidate starts are ``1, 1 + stride, …``. ``subset="train"`` keeps ACT/MOC's training windows:
     starts ``<= T - K + 1`` where every tube of the video either covers all ``K`` frames of the window or
-    none of them, and at least one tube covers it (so no actor is only partly annotated).
+    none of them, and at least one tube covers it (so no actor is only partly annotated; :func:`window_kinds`).
+    With ``negative_fraction`` ``f > 0`` windows that no tube touches (idle actors, background) are added until
+    they are a fraction ``f`` of the training windows (as many as exist when there are fewer), drawn with
+    ``seed``; they teach the detector not to fire on idle actors. ``f = 0`` (default) is MOC's published rule.
     ``subset="test"`` keeps every candidate start ``<= max(1, T - K + 1)`` plus the last such start,
     so every frame is covered (frames past the end are clamped to the last frame).
     """
-    windows = []
+    windows: list[TubeletWindow] = []
+    negatives: list[TubeletWindow] = []
     for video in videos:
         nframes = int(ann.nframes[video])
         spans = [_tube_frames(np.asarray(t)) for tubes in ann.gttubes.get(video, {}).values() for t in tubes]
         if subset == "train":
             for start in range(1, nframes - K + 2, stride):
-                end = start + K - 1
-                inside = [first <= start and end <= last for first, last in spans]
-                outside = [last < start or end < first for first, last in spans]
-                if any(inside) and all(i or o for i, o in zip(inside, outside)):
+                kind = window_kinds(spans, start, K)
+                if kind == "positive":
                     windows.append(TubeletWindow(video, start))
+                elif kind == "negative":
+                    negatives.append(TubeletWindow(video, start))
         elif subset == "test":
             last_start = max(1, nframes - K + 1)
             starts = list(range(1, last_start + 1, stride))
@@ -188,10 +232,53 @@ def tubelet_windows(ann: TubeAnnotations, videos: Sequence[str], *, K: int, stri
             windows.extend(TubeletWindow(video, start) for start in starts)
         else:
             raise StadError(f"subset must be 'train' or 'test', got {subset!r}")
-    return windows
+    return with_negatives(windows, negatives, negative_fraction, seed) if subset == "train" else windows
 
 
-class TubeletClipDataset(_AugmentedDataset):
+class TubeletItems(_AugmentedDataset):
+    """What every K-frame tubelet data set shares: turning a clip and its actors into a training item
+    (augmentation, normalisation, STADO's mask target). Subclasses set ``K``, ``mean``, ``std`` and ``mask_stride``."""
+
+    K: int  # noqa: N815 - the paper's name
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    mask_stride: int | None
+
+    def make_item(
+        self, video: str, start: int, frames: np.ndarray, clip: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+        visibility: np.ndarray, occluders: np.ndarray | None, *, epoch: int, index: int,
+    ) -> dict[str, Any]:
+        """The item of ``clip`` ``(K, H0, W0, C)`` uint8 with actors ``boxes`` ``(N, K, 4)`` original pixels,
+        ``labels`` ``(N,)``, ``visibility`` ``(N, K)`` and optional ``occluders`` ``(K, H0, W0)`` bool pixels,
+        augmented with the draw of ``(seed, epoch, index)`` (see :class:`TubeletClipDataset` for the keys)."""
+        orig_size = (int(clip.shape[1]), int(clip.shape[2]))
+        sample = ClipSample.create(clip, boxes, visibility)
+        if occluders is not None:
+            sample = replace(sample, occluder_mask=occluders)
+        out = self._apply(sample, index, epoch)
+        item = {
+            "clip": normalize_clip(out.clip, mean=self.mean, std=self.std),
+            "boxes": torch.from_numpy(out.boxes.astype(np.float32)).reshape(-1, self.K, 4),
+            "labels": torch.from_numpy(labels[out.keep]),
+            "visibility": torch.from_numpy(out.visibility.astype(np.float32)).reshape(-1, self.K),
+            "video": video,
+            "start": int(start),
+            "frames": torch.from_numpy(np.asarray(frames).astype(np.int64)),
+            **self._meta(out, orig_size),
+        }
+        if self.mask_stride is not None:
+            target = visible_mask_targets(
+                out.boxes.reshape(-1, self.K, 4),
+                out.visibility.reshape(-1, self.K),
+                out.occluder_mask,
+                size=out.size,
+                stride=self.mask_stride,
+            )  # [K, h, w]
+            item["visible_mask"] = torch.from_numpy(target)
+        return item
+
+
+class TubeletClipDataset(TubeletItems):
     """K-frame clips with the tubelets of the actors that span all K frames (ACT/MOC training and testing).
 
     An actor is part of an item when its tube covers every frame of the window; see
@@ -211,6 +298,8 @@ class TubeletClipDataset(_AugmentedDataset):
         mean, std: normalization (default ImageNet's; repeated over stacked flow channels).
         seed: augmentation seed (default 0).
         mask_stride: when set, items get STADO's ``visible_mask`` target on this stride's grid (default None).
+        negative_fraction: with ``subset="train"``, the fraction of windows no tube touches (default 0, MOC's rule;
+            see :func:`tubelet_windows`).
         occluder_masks: read ``<frames_root>/occluder-masks/<video>.npz`` (``stad.data.occluder_masks``, written by
             the synthetic renderer) when that folder exists, so the target is box minus occluder pixels; without
             the folder (real data) the target is the plain visible boxes (plus augmentation occluders). Default True.
@@ -249,6 +338,7 @@ class TubeletClipDataset(_AugmentedDataset):
         # STADO mask targets
         mask_stride: int | None = None,
         occluder_masks: bool = True,
+        negative_fraction: float = 0.0,
     ) -> None:
         super().__init__(input_size=input_size, transform=transform, seed=seed)
         self.mask_stride = None if mask_stride is None else _positive("mask_stride", mask_stride)
@@ -267,7 +357,8 @@ class TubeletClipDataset(_AugmentedDataset):
         self.mean, self.std = tuple(mean), tuple(std)
         videos = ann.split_videos(split, subset)
         _validate_tubes(ann, videos)
-        self.windows = tubelet_windows(ann, videos, K=self.K, stride=self.stride, subset=subset)
+        self.windows = tubelet_windows(ann, videos, K=self.K, stride=self.stride, subset=subset,
+                                       negative_fraction=negative_fraction, seed=seed)
         if not self.windows:
             raise StadError(
                 f"no {subset} windows of K={self.K} frames in split {split} of {ann.name or 'the annotations'} "
@@ -324,36 +415,17 @@ class TubeletClipDataset(_AugmentedDataset):
             [np.concatenate([image(min(int(f) + j, nframes)) for j in range(self.flow_frames)], axis=-1) for f in frames]
         )
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        epoch, index = self._key(key)
         window = self.windows[index]
         frames = _window_frames(window.start, self.K, int(self.ann.nframes[window.video]))
         boxes, labels, visibility = self.actors(window.video, frames)
         clip = self.read_clip(window.video, frames)
-        orig_size = (int(clip.shape[1]), int(clip.shape[2]))
-        sample = ClipSample.create(clip, boxes, visibility)
+        occluders = None
         if self.mask_stride is not None and self.occluder_mask_dir is not None:
-            sample = replace(sample, occluder_mask=self.occluder_masks(window.video, frames))  # [K, H0, W0]
-        out = self._apply(sample, index)
-        item = {
-            "clip": normalize_clip(out.clip, mean=self.mean, std=self.std),
-            "boxes": torch.from_numpy(out.boxes.astype(np.float32)).reshape(-1, self.K, 4),
-            "labels": torch.from_numpy(labels[out.keep]),
-            "visibility": torch.from_numpy(out.visibility.astype(np.float32)).reshape(-1, self.K),
-            "video": window.video,
-            "start": window.start,
-            "frames": torch.from_numpy(frames.astype(np.int64)),
-            **self._meta(out, orig_size),
-        }
-        if self.mask_stride is not None:
-            target = visible_mask_targets(
-                out.boxes.reshape(-1, self.K, 4),
-                out.visibility.reshape(-1, self.K),
-                out.occluder_mask,
-                size=out.size,
-                stride=self.mask_stride,
-            )  # [K, h, w]
-            item["visible_mask"] = torch.from_numpy(target)
-        return item
+            occluders = self.occluder_masks(window.video, frames)  # [K, H0, W0]
+        return self.make_item(window.video, window.start, frames, clip, boxes, labels, visibility, occluders,
+                              epoch=epoch, index=index)
 
     def occluder_masks(self, video: str, frames: np.ndarray) -> np.ndarray:
         """``(K, H0, W0)`` bool occluder pixels of ``frames`` ``(K,)`` (from 1) of ``video``, read from
@@ -382,11 +454,41 @@ class FrameItem:
     frame: int
 
 
-class FrameDataset(_AugmentedDataset):
+class FrameItems(_AugmentedDataset):
+    """What every single-frame data set shares: a frame, its earlier frame and its actors into an item. Subclasses
+    set ``mean`` and ``std``."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def make_item(
+        self, video: str, frame: int, previous_frame: int, current: np.ndarray, previous: np.ndarray,
+        boxes: np.ndarray, labels: np.ndarray, visibility: np.ndarray, *, epoch: int, index: int,
+    ) -> dict[str, Any]:
+        """The item of images ``current`` / ``previous`` ``(H0, W0, 3)`` uint8 with the actors of ``current``
+        (``boxes`` ``(N, 4)`` original pixels, ``labels`` ``(N,)``, ``visibility`` ``(N,)``), one augmentation draw
+        ``(seed, epoch, index)`` for both images (see :class:`FrameDataset` for the keys)."""
+        out = self._apply(ClipSample.create(np.stack([previous, current]), boxes, visibility), index, epoch)
+        clip = normalize_clip(out.clip, mean=self.mean, std=self.std)  # [2, 3, H, W]: previous, current
+        return {
+            "image": clip[1],
+            "previous": clip[0],
+            "boxes": torch.from_numpy(out.boxes.astype(np.float32)).reshape(-1, 4),
+            "labels": torch.from_numpy(labels[out.keep]),
+            "visibility": torch.from_numpy(out.visibility.astype(np.float32)).reshape(-1),
+            "video": video,
+            "frame": int(frame),
+            "previous_frame": int(previous_frame),
+            **self._meta(out, (int(current.shape[0]), int(current.shape[1]))),
+        }
+
+
+class FrameDataset(FrameItems):
     """Single frames with an earlier frame ``t - gap`` (clamped at 1), for online detectors.
 
-    ``subset="train"`` yields the frames where at least one actor is annotated; ``subset="test"``
-    every frame of every video. The same transform (one random draw) is applied to both frames.
+    ``subset="train"`` yields the frames where at least one actor is annotated (plus, with ``negative_fraction``
+    ``f > 0``, frames without any, until they are a fraction ``f`` of the items, drawn with ``seed``);
+    ``subset="test"`` every frame of every video. The same transform (one random draw) is applied to both frames.
 
     Args:
         ann, frames_root: as ``TubeletClipDataset`` (RGB images).
@@ -395,6 +497,7 @@ class FrameDataset(_AugmentedDataset):
         gap: distance to the previous frame (default 1).
         transform: clip transform ending at ``input_size`` (default ``build_test_transform``).
         mean, std, seed: as ``TubeletClipDataset``.
+        negative_fraction: with ``subset="train"``, the fraction of frames without an annotated actor (default 0).
 
     Each item: ``image`` and ``previous`` ``(3, H, W)`` float32; ``boxes`` ``(N, 4)`` float32 input
     pixels of ``image``; ``labels`` ``(N,)`` int64; ``visibility`` ``(N,)`` float32; ``video``;
@@ -414,6 +517,7 @@ class FrameDataset(_AugmentedDataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         seed: int = 0,
+        negative_fraction: float = 0.0,
     ) -> None:
         super().__init__(input_size=input_size, transform=transform, seed=seed)
         self.ann = ann
@@ -425,17 +529,21 @@ class FrameDataset(_AugmentedDataset):
         videos = ann.split_videos(split, subset)
         _validate_tubes(ann, videos)
         self.items: list[FrameItem] = []
+        negatives: list[FrameItem] = []
         for video in videos:
+            nframes = int(ann.nframes[video])
             if subset == "test":
-                frames = range(1, int(ann.nframes[video]) + 1)
-            else:
-                covered: set[int] = set()
-                for tubes in ann.gttubes.get(video, {}).values():
-                    for tube in tubes:
-                        first, last = _tube_frames(np.asarray(tube))
-                        covered.update(range(first, last + 1))
-                frames = sorted(covered)
-            self.items.extend(FrameItem(video, int(f)) for f in frames)
+                self.items.extend(FrameItem(video, f) for f in range(1, nframes + 1))
+                continue
+            covered: set[int] = set()
+            for tubes in ann.gttubes.get(video, {}).values():
+                for tube in tubes:
+                    first, last = _tube_frames(np.asarray(tube))
+                    covered.update(range(first, last + 1))
+            self.items.extend(FrameItem(video, f) for f in sorted(covered))
+            negatives.extend(FrameItem(video, f) for f in range(1, nframes + 1) if f not in covered)
+        if subset == "train":
+            self.items = with_negatives(self.items, negatives, negative_fraction, seed)
         if not self.items:
             raise StadError(f"no {subset} frames in split {split} of {ann.name or 'the annotations'} ({len(videos)} videos)")
 
@@ -461,7 +569,8 @@ class FrameDataset(_AugmentedDataset):
             np.asarray(visibility, dtype=np.float64),
         )
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        epoch, index = self._key(key)
         item = self.items[index]
         previous_frame = max(1, item.frame - self.gap)
         expected = tuple(int(v) for v in self.ann.resolution[item.video])
@@ -470,19 +579,8 @@ class FrameDataset(_AugmentedDataset):
             act_frame_path(self.frames_root, item.video, previous_frame), expected
         )
         boxes, labels, visibility = self.actors(item.video, item.frame)
-        out = self._apply(ClipSample.create(np.stack([previous, current]), boxes, visibility), index)
-        clip = normalize_clip(out.clip, mean=self.mean, std=self.std)  # [2, 3, H, W]: previous, current
-        return {
-            "image": clip[1],
-            "previous": clip[0],
-            "boxes": torch.from_numpy(out.boxes.astype(np.float32)).reshape(-1, 4),
-            "labels": torch.from_numpy(labels[out.keep]),
-            "visibility": torch.from_numpy(out.visibility.astype(np.float32)).reshape(-1),
-            "video": item.video,
-            "frame": item.frame,
-            "previous_frame": previous_frame,
-            **self._meta(out, (int(current.shape[0]), int(current.shape[1]))),
-        }
+        return self.make_item(item.video, item.frame, previous_frame, current, previous, boxes, labels, visibility,
+                              epoch=epoch, index=index)
 
 
 # ---------------------------------------------------------------------------------------------

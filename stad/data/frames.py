@@ -43,11 +43,27 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
+    """The JPEG bytes of an ``(H, W, 3)`` uint8 RGB array (OpenCV's encoder: deterministic for identical input)."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise StadError(f"cannot encode a {rgb.shape} image as JPEG")
+    return buf.tobytes()
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int = 95) -> np.ndarray:
+    """``rgb`` ``(H, W, 3)`` uint8 as it reads back from :func:`write_jpeg` with ``quality`` (same pixels as
+    :func:`read_rgb` of the written file), without touching the disk."""
+    bgr = cv2.imdecode(np.frombuffer(encode_jpeg(rgb, quality), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
     """Write an ``(H, W, 3)`` uint8 RGB array as JPEG (deterministic for identical input), creating folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise StadError(f"cannot encode JPEG for {path}")
-    path.write_bytes(buf.tobytes())
+    try:
+        data = encode_jpeg(rgb, quality)
+    except StadError as error:
+        raise StadError(f"cannot encode JPEG for {path}: {error}") from None
+    path.write_bytes(data)

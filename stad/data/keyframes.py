@@ -208,6 +208,15 @@ def _printf_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(re.escape(match.group(1)) + r"(\d+)" + re.escape(match.group(2)))
 
 
+def flat_frame_index(video: str, nframes: int, *, fps: int, timestamp_start: int = 0) -> VideoFrameIndex:
+    """The index of a flat layout's frames ``1 .. nframes``: second ``timestamp_start + s`` holds frames
+    ``s * fps + 1 ..`` (at most ``fps`` of them)."""
+    seconds = timestamp_start + np.arange((int(nframes) - 1) // fps + 1, dtype=np.int64)  # [S]
+    first = (seconds - timestamp_start) * fps + 1
+    counts = np.minimum(fps, int(nframes) - first + 1)
+    return VideoFrameIndex(video, seconds, first, counts, int(nframes), fps=fps, timestamp_start=timestamp_start)
+
+
 class FlatFrameLayout(FrameLayout):
     """Frames ``<root>/<folder>/<pattern % f>`` numbered from 1 at ``fps``, frame 1 = time ``timestamp_start``.
 
@@ -261,11 +270,7 @@ class FlatFrameLayout(FrameLayout):
                     nframes = max(nframes, int(match.group(1)))
         if nframes < 1:
             raise FileNotFoundError(f"no {self.pattern} frames in {folder}")
-        fps, start = self.fps, self.timestamp_start
-        seconds = start + np.arange((nframes - 1) // fps + 1, dtype=np.int64)  # [S]
-        first = (seconds - start) * fps + 1
-        counts = np.minimum(fps, nframes - first + 1)
-        return VideoFrameIndex(video, seconds, first, counts, nframes, fps=fps, timestamp_start=start)
+        return flat_frame_index(video, nframes, fps=self.fps, timestamp_start=self.timestamp_start)
 
     def __repr__(self) -> str:
         return f"FlatFrameLayout({str(self.root)!r}, name={self.name!r}, {self.folder}/{self.pattern}, fps={self.fps}, start={self.timestamp_start})"
@@ -1071,7 +1076,62 @@ def normalize_pixels(clip: np.ndarray, normalization: ClipNormalization) -> torc
 # --------------------------------------------------------------------------------------------------
 
 
-class KeyframeDataset(_AugmentedDataset):
+class KeyframeItems(_AugmentedDataset):
+    """What every keyframe data set shares: a keyframe's clip, actors, neighbour boxes and proposals into a training
+    item. Subclasses set ``num_classes``, ``normalization``, ``neighbor_offsets`` and ``proposal_min_score``."""
+
+    num_classes: int
+    normalization: ClipNormalization
+    neighbor_offsets: tuple[int, ...]
+    proposal_min_score: float
+
+    def make_item(
+        self, keyframe: KeyframeLabels, clip_frames: ClipFrames, clip: np.ndarray, neighbors: Mapping[Any, Any],
+        proposals: np.ndarray | None, *, epoch: int, index: int,
+    ) -> dict[str, Any]:
+        """The item of ``keyframe`` from its ``clip`` ``(T, H0, W0, 3)`` uint8 (frames ``clip_frames``), the
+        neighbour table ``neighbors`` (:func:`neighbor_table`) and its ``(P, 5)`` normalised ``proposals`` (None:
+        the item has none), augmented with the draw of ``(seed, epoch, index)``."""
+        h0, w0 = int(clip.shape[1]), int(clip.shape[2])
+        to_pixels = np.array([w0, h0, w0, h0], dtype=np.float64)
+        boxes = np.asarray(keyframe.boxes, dtype=np.float64).reshape(-1, 4) * to_pixels
+        out = self._apply(ClipSample.create(clip, boxes), index, epoch)
+        keep = out.keep  # [N] actors still present
+
+        near, near_valid = neighbor_boxes(keyframe, neighbors, self.neighbor_offsets)  # [N, 2, 4], [N, 2]
+        near = boxes_from_original(near * to_pixels, out.affine, out.size)[keep]
+        near_valid = near_valid[keep] & (near[..., 2] > near[..., 0]) & (near[..., 3] > near[..., 1])
+        near[~near_valid] = 0.0
+
+        labels = np.asarray(keyframe.labels, dtype=np.float32).reshape(-1, self.num_classes)[keep]
+        item: dict[str, Any] = {
+            "clip": normalize_pixels(out.clip, self.normalization),  # [T, 3, H, W]
+            "boxes": torch.from_numpy(out.boxes.astype(np.float32)).reshape(-1, 4),
+            "labels": torch.from_numpy(labels),
+            "person_ids": torch.from_numpy(np.asarray(keyframe.person_ids, dtype=np.int64).reshape(-1)[keep]),
+            "neighbor_boxes": torch.from_numpy(near.astype(np.float32)).reshape(-1, len(self.neighbor_offsets), 4),
+            "neighbor_valid": torch.from_numpy(near_valid).reshape(-1, len(self.neighbor_offsets)),
+        }
+        if proposals is not None:
+            raw = proposals[proposals[:, 4] >= self.proposal_min_score]
+            moved = boxes_from_original(raw[:, :4] * to_pixels, out.affine, out.size)  # [P, 4]
+            alive = (moved[:, 2] > moved[:, 0]) & (moved[:, 3] > moved[:, 1])
+            item["proposals"] = torch.from_numpy(moved[alive].astype(np.float32)).reshape(-1, 4)
+            item["proposal_scores"] = torch.from_numpy(raw[alive, 4].astype(np.float32))
+        item.update(
+            {
+                "video": keyframe.video,
+                "timestamp": int(keyframe.timestamp),
+                "center_frame": int(clip_frames.keyframe_frame),
+                "keyframe_index": int(clip_frames.keyframe_index),
+                "frames": torch.from_numpy(clip_frames.frames.astype(np.int64)),
+                **self._meta(out, (h0, w0)),
+            }
+        )
+        return item
+
+
+class KeyframeDataset(KeyframeItems):
     """Keyframe clips with multi-label actors, neighbour boxes and proposals (STEP, FBIL; see the module docstring).
 
     Per item: the clip rule gives the ``(T,)`` frame numbers, the frames are read as RGB from the
@@ -1189,49 +1249,15 @@ class KeyframeDataset(_AugmentedDataset):
             raise StadError(f"frames {frames.tolist()} of {video} have different sizes: {sorted(shapes)}")
         return np.stack([cache[frame] for frame in frames.tolist()])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        epoch, index = self._key(key)
         keyframe = self.keyframes[index]
         clip_frames = self.clip_frames(keyframe)
         clip = self.read_clip(keyframe.video, clip_frames.frames)  # [T, H0, W0, 3]
-        h0, w0 = int(clip.shape[1]), int(clip.shape[2])
-        to_pixels = np.array([w0, h0, w0, h0], dtype=np.float64)
-        boxes = np.asarray(keyframe.boxes, dtype=np.float64).reshape(-1, 4) * to_pixels
-        out = self._apply(ClipSample.create(clip, boxes), index)
-        keep = out.keep  # [N] actors still present
-
-        near, near_valid = neighbor_boxes(keyframe, self.neighbors, self.neighbor_offsets)  # [N, 2, 4], [N, 2]
-        near = boxes_from_original(near * to_pixels, out.affine, out.size)[keep]
-        near_valid = near_valid[keep] & (near[..., 2] > near[..., 0]) & (near[..., 3] > near[..., 1])
-        near[~near_valid] = 0.0
-
-        labels = np.asarray(keyframe.labels, dtype=np.float32).reshape(-1, self.num_classes)[keep]
-        item: dict[str, Any] = {
-            "clip": normalize_pixels(out.clip, self.normalization),  # [T, 3, H, W]
-            "boxes": torch.from_numpy(out.boxes.astype(np.float32)).reshape(-1, 4),
-            "labels": torch.from_numpy(labels),
-            "person_ids": torch.from_numpy(np.asarray(keyframe.person_ids, dtype=np.int64).reshape(-1)[keep]),
-            "neighbor_boxes": torch.from_numpy(near.astype(np.float32)).reshape(-1, len(self.neighbor_offsets), 4),
-            "neighbor_valid": torch.from_numpy(near_valid).reshape(-1, len(self.neighbor_offsets)),
-        }
+        proposals = None
         if self.proposals is not None:
-            raw = self.proposals.get((keyframe.video, int(keyframe.timestamp)), np.zeros((0, 5)))
-            raw = raw[raw[:, 4] >= self.proposal_min_score]
-            moved = boxes_from_original(raw[:, :4] * to_pixels, out.affine, out.size)  # [P, 4]
-            alive = (moved[:, 2] > moved[:, 0]) & (moved[:, 3] > moved[:, 1])
-            item["proposals"] = torch.from_numpy(moved[alive].astype(np.float32)).reshape(-1, 4)
-            item["proposal_scores"] = torch.from_numpy(raw[alive, 4].astype(np.float32))
-        item.update(
-            {
-                "video": keyframe.video,
-                "timestamp": int(keyframe.timestamp),
-                "center_frame": int(clip_frames.keyframe_frame),
-                "keyframe_index": int(clip_frames.keyframe_index),
-                "frames": torch.from_numpy(clip_frames.frames.astype(np.int64)),
-                **self._meta(out, (h0, w0)),
-            }
-        )
-        return item
-
+            proposals = self.proposals.get((keyframe.video, int(keyframe.timestamp)), np.zeros((0, 5)))
+        return self.make_item(keyframe, clip_frames, clip, self.neighbors, proposals, epoch=epoch, index=index)
 
 def _check_keyframe(keyframe: KeyframeLabels, num_classes: int) -> None:
     where = f"keyframe {keyframe.video},{keyframe.timestamp}"

@@ -58,6 +58,7 @@ import math
 import os
 import pickle
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -541,6 +542,8 @@ class SynthVideo:
         actors: one :class:`ActorTrack` per actor.
         masks: ``(A, T, H, W)`` bool amodal silhouettes (only with ``return_masks=True``), else None.
         occluder_masks: ``(T, H, W)`` bool, the pixels the occluders cover on each frame (in front of any actor).
+        frame_numbers: ``(F,)`` the numbers (from 1) of the rendered frames (all ``T`` unless ``render_scene`` was
+            given ``frames``); ``frames``, ``masks`` and ``occluder_masks`` hold those frames in that order.
     """
 
     name: str
@@ -548,6 +551,7 @@ class SynthVideo:
     actors: list[ActorTrack]
     masks: np.ndarray | None = None
     occluder_masks: np.ndarray | None = None
+    frame_numbers: np.ndarray | None = None
 
 
 def _video_rng(seed: int, video_index: int) -> np.random.Generator:
@@ -579,9 +583,14 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return img
 
 
-def sample_scene(cfg: SynthConfig, video_index: int) -> Scene:
-    """Draw everything random about video ``video_index`` with its own generator ``(cfg.seed, video_index)``."""
-    rng = _video_rng(cfg.seed, video_index)
+def sample_scene(cfg: SynthConfig, video_index: int, *, key: Sequence[int] | None = None, name: str | None = None) -> Scene:
+    """Draw everything random about video ``video_index`` with its own generator ``(cfg.seed, video_index)``.
+
+    ``key`` replaces that seed sequence (the training stream, :mod:`stad.data.synth_stream`, uses longer keys, so its
+    videos are never the data set's), ``name`` the video name (default ``cfg.video_name(video_index)``).
+    """
+    rng = _video_rng(cfg.seed, video_index) if key is None else \
+        np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(k) for k in key])))
     T, H, W = cfg.frames, cfg.height, cfg.width
     n_actors = int(rng.integers(cfg.actors[0], cfg.actors[1] + 1))
     actors = [_sample_actor(rng, cfg, int(rng.integers(len(cfg.classes)))) for _ in range(n_actors)]
@@ -611,7 +620,7 @@ def sample_scene(cfg: SynthConfig, video_index: int) -> Scene:
     base = np.rint(rng.standard_normal((H, W, 3), dtype=np.float32) * cfg.noise_std).astype(np.int16)
     noise = np.ascontiguousarray(np.stack([base, base[::-1], base[:, ::-1], base[::-1, ::-1]]))  # [4, H, W, 3]
     noise_index = rng.integers(len(noise), size=T)
-    return Scene(name=cfg.video_name(video_index), height=H, width=W, frames=T, fps=cfg.fps, actors=actors,
+    return Scene(name=cfg.video_name(video_index) if name is None else name, height=H, width=W, frames=T, fps=cfg.fps, actors=actors,
                  joints=joints, occluders=occluders, background=background, pan=pan,
                  brightness=brightness.astype(np.int16), noise=noise, noise_index=noise_index)
 
@@ -722,21 +731,29 @@ def _constant(value: int, shape: tuple[int, ...]) -> np.ndarray:
 _OCCLUDER_ID = 255
 
 
-def render_scene(scene: Scene, *, return_masks: bool = False) -> SynthVideo:
+def render_scene(scene: Scene, *, return_masks: bool = False, frames: Sequence[int] | None = None) -> SynthVideo:
     """Render a :class:`Scene` (pure: the same scene gives the same pixels).
 
     Returns a :class:`SynthVideo` with ``(T, H, W, 3)`` uint8 RGB frames and per-actor boxes/visibility on every
     frame (inclusive pixel extent of the silhouette, see the module docstring).
+
+    ``frames`` (numbers from 1, distinct, ascending) renders only those frames, each exactly as in the whole video:
+    ``SynthVideo.frames`` / ``masks`` / ``occluder_masks`` then hold them in that order (``frame_numbers``), and the
+    actors' boxes and visibility stay ``(T, ...)`` with NaN / 0 on the frames not rendered.
     """
     T, H, W = scene.frames, scene.height, scene.width
     A = len(scene.actors)
     if A >= _OCCLUDER_ID:
         raise StadError(f"at most {_OCCLUDER_ID - 1} actors per video, got {A}")
-    frames = np.empty((T, H, W, 3), np.uint8)
+    numbers = np.arange(1, T + 1) if frames is None else np.asarray(frames, dtype=np.int64).reshape(-1)
+    if len(numbers) == 0 or numbers.min() < 1 or numbers.max() > T or np.any(np.diff(numbers) <= 0):
+        raise StadError(f"frames must be distinct ascending numbers in 1..{T}, got {numbers.tolist()}")
+    F = len(numbers)
+    frames_out = np.empty((F, H, W, 3), np.uint8)
     boxes = np.full((A, T, 4), np.nan)
     visibility = np.zeros((A, T))
-    masks = np.zeros((A, T, H, W), bool) if return_masks else None
-    occluded = np.zeros((T, H, W), bool)
+    masks = np.zeros((A, F, H, W), bool) if return_masks else None
+    occluded = np.zeros((F, H, W), bool)
     owner = np.empty((H, W), np.uint8)
     points_fx = [np.rint(j.points * _ONE).astype(np.int64) for j in scene.joints]  # [T, 15, 2] fixed point
     limit = max(H, W)
@@ -746,7 +763,7 @@ def render_scene(scene: Scene, *, return_masks: bool = False) -> SynthVideo:
     noise_neg = np.maximum(-scene.noise, 0).astype(np.uint8)
     crops_per_actor = [_crops(j.points, max(spec.limb_width, _HEAD_R * spec.height) + 2, H, W)
                        for spec, j in zip(scene.actors, scene.joints)]  # [T, 4] each
-    for t in range(T):
+    for i, t in enumerate((numbers - 1).tolist()):
         ox, oy = scene.pan[t]
         frame = scene.background[oy:oy + H, ox:ox + W].copy()
         owner[:] = 0
@@ -767,10 +784,10 @@ def render_scene(scene: Scene, *, return_masks: bool = False) -> SynthVideo:
                 rows = np.flatnonzero(mask.any(axis=1))
                 boxes[k, t] = (x0 + cols[0], y0 + rows[0], x0 + cols[-1], y0 + rows[-1])
             if masks is not None:
-                masks[k, t, y0:y1, x0:x1] = mask
+                masks[k, i, y0:y1, x0:x1] = mask
         for occ, gain in zip(scene.occluders, occluder_gains):
             _draw_occluder(occ, gain, t, frame, owner)
-        np.equal(owner, _OCCLUDER_ID, out=occluded[t])
+        np.equal(owner, _OCCLUDER_ID, out=occluded[i])
         for k, (x0, y0, x1, y1, mask) in enumerate(crops):
             total = int(np.count_nonzero(mask))
             if total:
@@ -780,20 +797,23 @@ def render_scene(scene: Scene, *, return_masks: bool = False) -> SynthVideo:
         cv2.subtract(frame, noise_neg[scene.noise_index[t]], dst=frame)
         b = int(scene.brightness[t])
         if b >= 0:
-            cv2.add(frame, _constant(b, frame.shape), dst=frames[t])
+            cv2.add(frame, _constant(b, frame.shape), dst=frames_out[i])
         else:
-            cv2.subtract(frame, _constant(-b, frame.shape), dst=frames[t])
+            cv2.subtract(frame, _constant(-b, frame.shape), dst=frames_out[i])
     actors = [
         ActorTrack(label=spec.label, action=spec.action, start=spec.start, end=spec.end, person_id=k,
                    boxes=boxes[k], visibility=visibility[k], root=joints.root, facing=joints.facing,
                    height=spec.height)
         for k, (spec, joints) in enumerate(zip(scene.actors, scene.joints))
     ]
+    rendered = np.zeros(T, bool)
+    rendered[numbers - 1] = True
     for track in actors:
-        inside = track.boxes[track.start - 1:track.end]
+        inside = track.boxes[track.start - 1:track.end][rendered[track.start - 1:track.end]]
         if np.isnan(inside).any():  # internal invariant: actors stay in the frame
             raise AssertionError(f"{scene.name}: actor {track.person_id} left the frame during its action")
-    return SynthVideo(name=scene.name, frames=frames, actors=actors, masks=masks, occluder_masks=occluded)
+    return SynthVideo(name=scene.name, frames=frames_out, actors=actors, masks=masks, occluder_masks=occluded,
+                      frame_numbers=numbers)
 
 
 def _draw_occluder(occ: Occluder, gain: _Tiled, t: int, frame: np.ndarray, owner: np.ndarray) -> None:
@@ -841,7 +861,7 @@ def keyframe_labels(video: SynthVideo, frame: int, *, fps: int) -> list[set[str]
     ``near``: ``d < 1.0 h``; ``approach``: ``d`` shrinks by more than ``0.2 h`` from ``frame - fps/2`` to
     ``frame + fps/2`` (clamped to the video); ``face``: the actor faces towards ``o`` and ``d < 2.5 h``.
     """
-    T = len(video.frames)
+    T = len(video.actors[0].root) if video.actors else len(video.frames)  # every frame, rendered or not
     i = frame - 1
     before, after = max(0, i - fps // 2), min(T - 1, i + fps // 2)
     out: list[set[str]] = []

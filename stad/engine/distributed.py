@@ -174,10 +174,11 @@ def build_sampler(dataset: Dataset, *, shuffle: bool, seed: int = 0, drop_last: 
 
 
 def set_sampler_epoch(loader: DataLoader, epoch: int) -> None:
-    """Tell a ``DistributedSampler`` (loader.sampler or batch_sampler.sampler) the epoch, so every
-    epoch has its own shuffle; no-op for other samplers."""
+    """Tell the loader's sampler (``loader.sampler`` or ``batch_sampler.sampler``) the epoch, so every epoch has its
+    own shuffle (``DistributedSampler``) and augmentation draws (``stad.data.sampling.EpochSampler``); no-op for
+    samplers without ``set_epoch``."""
     for sampler in (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
-        if isinstance(sampler, DistributedSampler):
+        if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
             return
 

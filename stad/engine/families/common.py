@@ -90,8 +90,71 @@ def ensure_synthetic(data: DataConfig, *, layout: str, progress: bool = True) ->
     return root
 
 
+# data.options keys of the synthetic training stream and of the idle negatives (see train_stream below)
+STREAM_OPTIONS = ("train_stream", "stream_videos", "stream_clips", "negative_fraction")
+
 # Keys of data.options and eval.options that the tubelet runner reads; any other key is a typo and an error.
-DATA_OPTIONS = (*SYNTH_OPTIONS, "window_stride", "stream", "flow_frames", "flow_method", "occluder_masks", "person_boxes")
+DATA_OPTIONS = (*SYNTH_OPTIONS, *STREAM_OPTIONS, "window_stride", "stream", "flow_frames", "flow_method",
+                "occluder_masks", "person_boxes")
+
+# Fraction of idle training windows / frames when data.options.negative_fraction is not set: MOC's published rule
+# (none) on real data, a quarter on the synthetic benchmark, whose actors are idle before and after their action.
+SYNTHETIC_NEGATIVE_FRACTION = 0.25
+
+
+def negative_fraction(data: DataConfig) -> float:
+    """``data.options.negative_fraction``: the fraction of training windows (frames) that no action tube touches;
+    default 0 (MOC's rule) except on synthetic data (:data:`SYNTHETIC_NEGATIVE_FRACTION`)."""
+    default = SYNTHETIC_NEGATIVE_FRACTION if data.kind == "synthetic" else 0.0
+    value = data.options.get("negative_fraction", default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise StadError(f"config key 'data.options.negative_fraction' must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class TrainStream:
+    """The synthetic training stream a config asks for (``data.options.train_stream: true``).
+
+    Attributes:
+        config: the synthetic data set's settings (its ``synth.json``): the stream renders videos like its own.
+        videos_per_epoch: ``data.options.stream_videos`` (default 256).
+        clips_per_video: ``data.options.stream_clips`` (default: the family's).
+    """
+
+    config: Any
+    videos_per_epoch: int
+    clips_per_video: int
+
+
+def train_stream(data: DataConfig, *, clips_per_video: int, layout: str = "act") -> TrainStream | None:
+    """The stream settings of ``data`` (None without ``data.options.train_stream``): training items rendered on the
+    fly (:mod:`stad.data.synth_stream`) instead of read from the data set's training videos, whose test videos stay
+    the evaluation set. Only for ``data.kind: synthetic``."""
+    options = data.options
+    enabled = options.get("train_stream", False)
+    if not isinstance(enabled, bool):
+        raise StadError(f"config key 'data.options.train_stream' must be true or false, got {enabled!r}")
+    if not enabled:
+        extra = [k for k in ("stream_videos", "stream_clips") if k in options]
+        if extra:
+            raise StadError(f"config key(s) {', '.join('data.options.' + k for k in extra)} need data.options.train_stream: true")
+        return None
+    if data.kind != "synthetic":
+        raise StadError(f"data.options.train_stream renders synthetic videos; data.kind is {data.kind!r}")
+    from stad.data.synthetic import plan_dataset
+
+    plan = plan_dataset(Path(data.root), options, layout=layout)
+    if plan.config is None:
+        raise StadError(f"{data.root}: the synthetic data set's settings cannot be read by this stad version; "
+                        "render it again to train on the stream")
+    values = {}
+    for key, default in (("stream_videos", 256), ("stream_clips", clips_per_video)):
+        value = options.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise StadError(f"config key 'data.options.{key}' must be an int >= 1, got {value!r}")
+        values[key] = value
+    return TrainStream(plan.config, values["stream_videos"], values["stream_clips"])
 
 
 # data.options keys passed to stad.data.transforms.build_train_transform
@@ -116,22 +179,27 @@ def video_thresholds(cfg: Config) -> list[Any]:
     return [*cfg.eval.video_ious, "0.5:0.95"]
 
 
-def train_dataloader(cfg: Config, dataset: Any, collate_fn: Callable[..., Any]) -> DataLoader:
-    """The shuffled, seeded training loader of ``dataset`` (a DistributedSampler under torchrun; full batches
-    only when the data set holds at least one), shared by the tubelet and the frame runners."""
-    from stad.engine.distributed import build_sampler, is_distributed
+def train_dataloader(cfg: Config, dataset: Any, collate_fn: Callable[..., Any], *, shuffle: bool = True) -> DataLoader:
+    """The seeded training loader of ``dataset``, shared by every family.
+
+    Its sampler is an :class:`~stad.data.sampling.EpochSampler` over this rank's ``DistributedSampler`` shard (one
+    shard without torchrun): the order depends only on ``(train.seed, epoch)``, so a resumed run reads the batches of
+    an uninterrupted one, and every item key carries the epoch, so augmentation draws change per epoch inside
+    persistent workers too. Full batches only when the data set holds at least one. ``shuffle=False`` (the synthetic
+    stream, whose items are random already) keeps the data set's order.
+    """
+    from stad.data.sampling import EpochSampler
+    from stad.engine.distributed import build_sampler
 
     d = cfg.data
-    sampler = build_sampler(dataset, shuffle=True, seed=cfg.train.seed, drop_last=True) if is_distributed() else None
+    sampler = EpochSampler(build_sampler(dataset, shuffle=shuffle, seed=cfg.train.seed, drop_last=True))
     return DataLoader(
         dataset,
         batch_size=d.batch_size,
-        shuffle=sampler is None,
         sampler=sampler,
         num_workers=d.num_workers,
         collate_fn=collate_fn,
         drop_last=len(dataset) >= d.batch_size,
-        generator=torch.Generator().manual_seed(cfg.train.seed),
         persistent_workers=d.num_workers > 0,
     )
 

@@ -41,8 +41,10 @@ from stad.engine.families.common import (
     format_report,
     load_data,
     load_detector,
+    negative_fraction,
     resolve_labels,
     train_dataloader,
+    train_stream,
     video_thresholds,
     write_report,
 )
@@ -85,7 +87,8 @@ def frame_inference_config(cfg: Config) -> FrameInferenceConfig:
 
 def online_link_options(options: dict[str, Any]) -> dict[str, Any]:
     """:class:`OnlineLinker` keyword arguments from ``eval.options`` (module docstring); ``extrapolation: false``
-    sets ``max_gap = 0`` and may not be combined with a ``max_gap`` > 0."""
+    sets ``max_gap = 0`` and may not be combined with a ``max_gap`` > 0. ``trim``, ``trim_threshold`` and
+    ``trim_penalty`` are the names the tubelet family uses (:class:`stad.engine.families.tubelet.LinkConfig`)."""
     check_options(options, (*FRAME_INFER_OPTIONS, *LINK_OPTIONS, "extrapolation"), "eval.options")
     link = {k: options[k] for k in LINK_OPTIONS if k in options}
     extrapolation = options.get("extrapolation", True)
@@ -95,6 +98,11 @@ def online_link_options(options: dict[str, Any]) -> dict[str, Any]:
         if int(link.get("max_gap", 0)) > 0:
             raise StadError(f"eval.options.extrapolation=false contradicts eval.options.max_gap={link['max_gap']}")
         link["max_gap"] = 0
+    if not isinstance(link.get("trim", False), bool):  # bool("false") would be True
+        raise StadError(f"eval.options.trim must be true or false, got {link['trim']!r}")
+    from stad.tubes.trim import TRIM_PENALTY, TRIM_THRESHOLD, check_trim_params
+
+    check_trim_params(link.get("trim_threshold", TRIM_THRESHOLD), link.get("trim_penalty", TRIM_PENALTY))
     return link
 
 
@@ -227,16 +235,29 @@ def resolve_model_config(cfg: Config, data: LoadedData) -> Config:
 def build_train_loader(cfg: Config, data: LoadedData, model: torch.nn.Module) -> DataLoader:
     """Training loader of (frame, earlier frame ``model.gap`` frames before) pairs
     (:class:`stad.data.datasets.FrameDataset`), DDP-aware; ``data.augment`` applies the augmentation of
-    ``data.options`` (``AUGMENT_OPTIONS``) to both frames alike."""
+    ``data.options`` (``AUGMENT_OPTIONS``) to both frames alike. ``data.options.negative_fraction`` adds frames
+    without an acting actor; ``train_stream: true`` (synthetic data) renders the training frames on the fly
+    (``stream_videos`` videos per epoch, ``stream_clips`` frames each, default 8; :mod:`stad.data.synth_stream`)."""
     from stad.data.datasets import FrameDataset, collate_frames
     from stad.data.transforms import build_train_transform
 
     d = cfg.data
     augment_options = {k: d.options[k] for k in AUGMENT_OPTIONS if k in d.options}
     transform = build_train_transform(tuple(d.input_size), **augment_options) if d.augment else None
+    fraction = negative_fraction(d)
+    stream = train_stream(d, clips_per_video=8)
+    if stream is not None:
+        from stad.data.synth_stream import FrameStreamDataset
+
+        dataset = FrameStreamDataset(
+            stream.config, videos_per_epoch=stream.videos_per_epoch, frames_per_video=stream.clips_per_video,
+            input_size=tuple(d.input_size), gap=int(model.gap), transform=transform, seed=cfg.train.seed,
+            negative_fraction=fraction,
+        )
+        return train_dataloader(cfg, dataset, collate_frames, shuffle=False)
     dataset = FrameDataset(
         data.annotations, data.frames_root, split=d.split, subset="train", input_size=tuple(d.input_size),
-        gap=int(model.gap), transform=transform, seed=cfg.train.seed,
+        gap=int(model.gap), transform=transform, seed=cfg.train.seed, negative_fraction=fraction,
     )
     return train_dataloader(cfg, dataset, collate_frames)
 

@@ -18,7 +18,9 @@ data set: the files are named in ``data.options``). ``data.options`` keys of thi
 * ``first_timestamp``, ``last_timestamp``: the keyframes evaluated (AVA: 902 and 1798; synthetic: 1 and none);
 * ``proposals_train``, ``proposals_val``: person proposals (mmaction2 pickle or CSV) for methods that use them;
 * the synthetic data set's settings (``preset``, ``videos``, ``frames``, ...; see ``stad.data.synthetic``) and the
-  augmentation switches ``photometric``, ``crop``, ``flip``, ``erase``.
+  augmentation switches ``photometric``, ``crop``, ``flip``, ``erase``;
+* ``train_stream``, ``stream_videos``, ``stream_clips``, ``negative_fraction``: training keyframes rendered on the fly
+  (synthetic only, :func:`build_train_loader`).
 
 Every keyframe of the evaluated videos is scored, labelled or not (STEP's ``foreground_only=False``): detections on
 keyframes without ground truth are false positives, as with the official evaluator.
@@ -53,12 +55,15 @@ from stad.data.keyframes import (
 from stad.data.transforms import Transform, build_step_test_transform, build_step_train_transform
 from stad.engine.families.base import Family, output_dir
 from stad.engine.families.common import (
+    STREAM_OPTIONS,
     check_checkpoint_labels,
     check_options,
     ensure_synthetic,
     load_detector,
+    negative_fraction,
     resolve_labels,
     train_dataloader,
+    train_stream,
 )
 from stad.errors import StadError
 from stad.structures import KeyframeDetections, KeyframeLabels
@@ -162,7 +167,8 @@ def load_data(cfg: Config, *, progress: bool = True) -> KeyframeData:
     from stad.data.synthetic import SYNTH_OPTIONS
 
     d = cfg.data
-    check_options(d.options, (*FILE_OPTIONS, *CLIP_OPTIONS, *AUGMENT_OPTIONS, *SYNTH_OPTIONS), "data.options")
+    check_options(d.options, (*FILE_OPTIONS, *CLIP_OPTIONS, *AUGMENT_OPTIONS, *SYNTH_OPTIONS, *STREAM_OPTIONS),
+                  "data.options")
     if d.kind == "synthetic":
         root, files = _synthetic_files(cfg, progress)
         options = {**files, **{k: v for k, v in d.options.items() if k in ("proposals_train", "proposals_val")}}
@@ -262,8 +268,37 @@ def _dataset(cfg: Config, data: KeyframeData, keyframes: list[KeyframeLabels], *
 
 
 def build_train_loader(cfg: Config, data: KeyframeData, model: torch.nn.Module) -> DataLoader:
-    """Training loader of the foreground keyframes (at least one actor) with the method's augmentation, DDP-aware."""
-    return train_dataloader(cfg, _dataset(cfg, data, data.train, train=True, method=cfg.model.name), collate_keyframes)
+    """Training loader of the foreground keyframes (at least one actor) with the method's augmentation, DDP-aware.
+
+    ``data.options.train_stream: true`` (synthetic data) renders the training keyframes on the fly instead
+    (:class:`stad.data.synth_stream.KeyframeStreamDataset`: ``stream_videos`` videos per epoch, ``stream_clips``
+    keyframes each, default 2, in the data set's label map; ``negative_fraction``: the probability of a keyframe whose
+    actors are all idle, :func:`stad.engine.families.common.negative_fraction`). The stream has no person proposals.
+    """
+    d = cfg.data
+    stream = train_stream(d, clips_per_video=2, layout="ava")
+    if stream is None:
+        if "negative_fraction" in d.options:
+            raise StadError("config key 'data.options.negative_fraction' sets the idle keyframes of the training stream; "
+                            "it needs data.options.train_stream: true")
+        return train_dataloader(cfg, _dataset(cfg, data, data.train, train=True, method=cfg.model.name), collate_keyframes)
+    from stad.data.synth_stream import KeyframeStreamDataset
+
+    if data.proposals.get("train") is not None:
+        raise StadError("data.options.train_stream renders the training keyframes without person proposals; drop "
+                        "data.options.proposals_train or train on the fixed data set")
+    rules = METHOD_DATA[cfg.model.name]
+    size = tuple(int(v) for v in d.input_size)
+    if d.augment:
+        transform = rules.train_transform(size, **{k: bool(d.options[k]) for k in AUGMENT_OPTIONS if k in d.options})
+    else:
+        transform = rules.test_transform(size)
+    dataset = KeyframeStreamDataset(
+        stream.config, videos_per_epoch=stream.videos_per_epoch, keyframes_per_video=stream.clips_per_video,
+        labelmap=data.labelmap, clip_rule=rules.clip_rule, input_size=size, transform=transform,
+        normalization=rules.normalization, seed=cfg.train.seed, negative_fraction=negative_fraction(d),
+    )
+    return train_dataloader(cfg, dataset, collate_keyframes, shuffle=False)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -40,7 +40,9 @@ from stad.engine.families.common import (
     format_report,
     load_data,
     load_detector,
+    negative_fraction,
     train_dataloader,
+    train_stream,
     video_thresholds,
     write_report,
 )
@@ -67,11 +69,17 @@ def inference_config(cfg: Config) -> TubeletInferenceConfig:
 
 
 def link_config(cfg: Config) -> LinkConfig:
-    """Tube-building settings from ``eval.options`` (PROTOCOLS.md §A defaults)."""
+    """Tube-building settings from ``eval.options`` (PROTOCOLS.md §A defaults; ``trim: true`` trims the tubes)."""
     opts = cfg.eval.options
     check_options(opts, (*INFER_OPTIONS, *LinkConfig.__dataclass_fields__), "eval.options")
     defaults = LinkConfig()
-    return LinkConfig(**{name: type(getattr(defaults, name))(opts.get(name, getattr(defaults, name))) for name in defaults.__dataclass_fields__})
+    if not isinstance(opts.get("trim", False), bool):  # bool("false") would be True
+        raise StadError(f"eval.options.trim must be true or false, got {opts['trim']!r}")
+    link = LinkConfig(**{name: type(getattr(defaults, name))(opts.get(name, getattr(defaults, name))) for name in defaults.__dataclass_fields__})
+    from stad.tubes.trim import check_trim_params
+
+    check_trim_params(link.trim_threshold, link.trim_penalty)  # before inference, not after it
+    return link
 
 
 def stream_spec(cfg: Config) -> StreamSpec:
@@ -139,14 +147,16 @@ def build_train_loader(cfg: Config, data: LoadedData, model: torch.nn.Module) ->
     With ``data.augment`` the clips get ACT/MOC's augmentation; ``data.options`` may set the keys of
     ``AUGMENT_OPTIONS`` (e.g. ``max_expand_ratio: 2``; STADO's occlusion augmentation: ``occlusion`` = rate,
     ``occlusion_size`` = [low, high] side fraction, ``occlusion_max`` = occluders per clip);
-    ``data.options.window_stride`` subsamples start frames. A model with ``mask_target_stride`` (STADO) gets
-    ``visible_mask`` targets (``data.options.occluder_masks: false`` ignores a data set's stored occluder masks).
-    The flow of a flow-stream config is computed first when missing.
+    ``data.options.window_stride`` subsamples start frames; ``negative_fraction`` adds windows no action tube
+    touches (:func:`stad.engine.families.common.negative_fraction`). ``train_stream: true`` (synthetic data) renders
+    the training clips on the fly (``stream_videos`` videos per epoch, ``stream_clips`` clips each, default 4;
+    :mod:`stad.data.synth_stream`). A model with ``mask_target_stride`` (STADO) gets ``visible_mask`` targets
+    (``data.options.occluder_masks: false`` ignores a data set's stored occluder masks). The flow of a flow-stream
+    config is computed first when missing.
     """
     from stad.data.datasets import TubeletClipDataset, collate_tubelets
     from stad.data.transforms import build_train_transform
 
-    ensure_flow(cfg, data)
     mask_stride = getattr(model, "mask_target_stride", None)
     d = cfg.data
     augment_options = {k: d.options[k] for k in AUGMENT_OPTIONS if k in d.options}
@@ -154,6 +164,22 @@ def build_train_loader(cfg: Config, data: LoadedData, model: torch.nn.Module) ->
     augment_options.update(flow_augment_options(spec, augment_options))
     _check_occlusion_options(augment_options)
     transform = build_train_transform(tuple(d.input_size), **augment_options) if d.augment else None
+    fraction = negative_fraction(d)
+    stream = train_stream(d, clips_per_video=4)
+    if stream is not None:
+        from stad.data.synth_stream import TubeletStreamDataset
+
+        if spec.stream != "rgb":
+            raise StadError(f"data.options.train_stream renders RGB videos; data.options.stream is {spec.stream!r}")
+        dataset = TubeletStreamDataset(
+            stream.config, videos_per_epoch=stream.videos_per_epoch, clips_per_video=stream.clips_per_video, K=d.K,
+            input_size=tuple(d.input_size), transform=transform, seed=cfg.train.seed, mask_stride=mask_stride,
+            negative_fraction=fraction,
+        )
+        if mask_stride is not None:
+            print(f"STADO mask targets (stride {mask_stride}): boxes minus the rendered occluders", flush=True)
+        return train_dataloader(cfg, dataset, collate_tubelets, shuffle=False)
+    ensure_flow(cfg, data)
     dataset = TubeletClipDataset(
         data.annotations,
         data.frames_root,
@@ -168,6 +194,7 @@ def build_train_loader(cfg: Config, data: LoadedData, model: torch.nn.Module) ->
         seed=cfg.train.seed,
         mask_stride=mask_stride,
         occluder_masks=bool(d.options.get("occluder_masks", True)),
+        negative_fraction=fraction,
     )
     if mask_stride is not None:
         source = "boxes minus the stored occluder masks" if dataset.occluder_mask_dir else "the visible boxes (no occluder-masks folder)"
@@ -357,7 +384,11 @@ def _per_channel(values: Sequence[float], channels: int) -> list[float]:
 
 @dataclass
 class LinkConfig:
-    """Tube building (PROTOCOLS.md §A defaults) and frame detections from tubelets."""
+    """Tube building (PROTOCOLS.md §A defaults) and frame detections from tubelets.
+
+    ``trim``, ``trim_threshold``, ``trim_penalty``: ROAD-style temporal trimming of the tubes, off as in
+    ACT/MOC (:func:`stad.tubes.build_tubes`; defaults those of :mod:`stad.tubes.trim`, as the online linker's).
+    """
 
     nms_threshold: float = 0.6
     top_k: int = 10
@@ -365,6 +396,9 @@ class LinkConfig:
     min_length: int = 15
     min_score: float = 0.005
     frame_nms: float = 0.6
+    trim: bool = False
+    trim_threshold: float = 0.1
+    trim_penalty: float = 0.5
 
 
 def _concat_tubelets(parts: list[Tubelets], K: int) -> Tubelets:  # noqa: N803
@@ -579,6 +613,9 @@ def link_predictions(
         link_iou=link.link_iou,
         min_length=link.min_length,
         min_score=link.min_score,
+        trim=link.trim,
+        trim_threshold=link.trim_threshold,
+        trim_penalty=link.trim_penalty,
     )
     frame_dets = tubelets_to_frame_detections(tubelets, videos, nms_threshold=link.frame_nms)
     return SplitPredictions(videos=videos, tubelets=tubelets, tubes=tubes, frame_detections=frame_dets)
