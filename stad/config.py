@@ -143,6 +143,8 @@ class TrainConfig:
             to 0 over the remaining iterations), ``step`` (x ``gamma`` at each epoch in ``milestones``) or
             ``none``; updated every iteration.
         warmup_iters: linear warm-up iterations from ``warmup_factor * lr`` to ``lr`` (0 = none).
+        warmup_epochs: the warm-up in epochs instead (``round(warmup_epochs * iterations per epoch)`` iterations;
+            FBIL / ACAR-Net warm up for one epoch); 0 = use ``warmup_iters``; not both.
         warmup_factor: learning-rate factor at iteration 0 of the warm-up.
         milestones: epochs (0-based, increasing) at which the ``step`` scheduler multiplies by ``gamma``.
         gamma: step decay factor.
@@ -168,6 +170,7 @@ class TrainConfig:
     nesterov: bool = False
     scheduler: Literal["cosine", "warmup_cosine", "step", "none"] = "step"
     warmup_iters: int = 0
+    warmup_epochs: float = 0.0
     warmup_factor: float = 0.001
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
@@ -188,6 +191,9 @@ class TrainConfig:
         _require(self.lr > 0, "train.lr", self.lr, "must be > 0")
         _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "must be >= 0")
         _require(self.warmup_iters >= 0, "train.warmup_iters", self.warmup_iters, "must be >= 0")
+        _require(self.warmup_epochs >= 0, "train.warmup_epochs", self.warmup_epochs, "must be >= 0")
+        _require(not (self.warmup_epochs and self.warmup_iters), "train.warmup_epochs", self.warmup_epochs,
+                 "cannot be combined with train.warmup_iters (set one)")
         _require(0 < self.warmup_factor <= 1, "train.warmup_factor", self.warmup_factor, "must be in (0, 1]")
         _require(
             all(b > a for a, b in zip(self.milestones, self.milestones[1:])) and all(m >= 0 for m in self.milestones),

@@ -32,6 +32,7 @@ Learning-rate schedule (per iteration ``i`` of ``S`` in total, ``E`` iterations 
 
     lr(i) = lr * warmup(i) * main(i)
     warmup(i) = warmup_factor + (1 - warmup_factor) * i / warmup_iters   for i < warmup_iters, else 1
+                (warmup_iters = round(warmup_epochs * E) when train.warmup_epochs is set)
     main(i) = 0.5 * (1 + cos(pi * i / S))                    cosine
             = gamma ** #{m in milestones : m <= i // E}        step (milestones in epochs)
             = 1                                                none
@@ -216,7 +217,7 @@ def build_scheduler(
         steps_per_epoch=steps_per_epoch,
         milestones=list(cfg.milestones),
         gamma=cfg.gamma,
-        warmup_iters=cfg.warmup_iters,
+        warmup_iters=round(cfg.warmup_epochs * steps_per_epoch) if cfg.warmup_epochs else cfg.warmup_iters,
         warmup_factor=cfg.warmup_factor,
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, **settings))

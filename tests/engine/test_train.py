@@ -293,3 +293,20 @@ def test_a_model_with_param_groups_gets_its_groups() -> None:
     assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt.param_groups] == [(1e-3, 0.0, 2), (8e-3, 1e-7, 2)]
     sgd = build_optimizer(nn.Linear(2, 2), TrainConfig(optimizer="sgd", nesterov=True))
     assert sgd.param_groups[0]["nesterov"] is True
+
+
+def test_fbil_schedule_warmup_epochs_then_steps() -> None:
+    """FBIL.md §7 fact 18: SGD lr 0.0015 -> 0.012 over the first epoch, x0.1 from epoch 4, x0.01 from epoch 6."""
+    cfg = TrainConfig(epochs=8, optimizer="sgd", lr=0.012, scheduler="step", milestones=[4, 6], gamma=0.1,
+                      warmup_epochs=1, warmup_factor=0.125)
+    E = 10  # noqa: N806 - iterations per epoch
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=E)
+    lrs = []
+    for _ in range(8 * E):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert [lrs[i] for i in (0, E // 2, E, 4 * E, 6 * E)] == pytest.approx([0.0015, 0.00675, 0.012, 0.0012, 0.00012])
+    with pytest.raises(StadError, match="warmup_epochs"):
+        TrainConfig(warmup_epochs=1, warmup_iters=5)
