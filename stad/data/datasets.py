@@ -79,8 +79,11 @@ def _positive(name: str, value: int) -> int:
 class _AugmentedDataset(Dataset):
     """Shared plumbing: seeded per-item generators, the transform and its output checks."""
 
-    def __init__(self, *, input_size: Sequence[int], transform: Transform | None, seed: int) -> None:
-        self.input_size = _check_input_size(input_size)
+    def __init__(self, *, input_size: Sequence[int] | None, transform: Transform | None, seed: int) -> None:
+        # input_size None: the transform decides each clip's size (FBIL scales the short side, keeping the aspect)
+        self.input_size = None if input_size is None else _check_input_size(input_size)
+        if transform is None and self.input_size is None:
+            raise StadError("a data set without input_size needs a transform that sets the clip size")
         self.transform = build_test_transform(self.input_size) if transform is None else transform
         self.seed = int(seed)
         self.epoch = 0
@@ -96,7 +99,7 @@ class _AugmentedDataset(Dataset):
     def _apply(self, sample: ClipSample, index: int, epoch: int | None = None) -> ClipSample:
         epoch = self.epoch if epoch is None else epoch
         out = self.transform(sample, np.random.default_rng([self.seed, epoch, index]))
-        if out.size != self.input_size:
+        if self.input_size is not None and out.size != self.input_size:
             raise StadError(
                 f"the transform returned {out.size[0]}x{out.size[1]} images, expected input_size "
                 f"{self.input_size[0]}x{self.input_size[1]}; end it with Resize(input_size)"

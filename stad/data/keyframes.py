@@ -54,6 +54,12 @@ Items of ``KeyframeDataset`` (one keyframe clip)::
     frames (T,) int64, orig_size (2,) int64 (H0, W0), affine (4,), scale (2,), num_dropped
 
 Augmentation randomness and worker seeding follow ``stad.data.datasets`` (``default_rng([seed, epoch, i])``).
+
+ACAR/FBIL annotation pickles (FBIL.md §2): ``read_acar_annotations`` (restricted unpickler, every field
+checked, optionally against the frames on disk) and ``write_acar_annotations`` (AVA keyframes + proposals →
+``(data, idx_to_class)`` in plain containers; ``stad convert ava-to-acar``). ``collate_keyframes`` stacks
+clips of one size (STEP); ``collate_keyframes_padded`` zero-pads clips of different sizes to the batch's
+largest and records ``pad_ratio`` / ``sizes_before_padding`` (FBIL).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ import csv
 import io
 import math
 import os
+import pickle
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -72,6 +79,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stad.boxes import box_iou
 from stad.data.ava import AVARows, LabelMap, read_ava_annotations, read_keyframes
 from stad.data.datasets import _AugmentedDataset, _collate, _positive
 from stad.data.frames import read_rgb
@@ -915,6 +923,14 @@ def _proposal_array(value: Any, where: str) -> np.ndarray:
     return boxes
 
 
+# FBIL.md §2: an ACAR pickle entry's frame window is start_frame = keyframe - 45, n_frames = 91 ([I], a third-party
+# converter that mimics the format); format_str of ACAR's own frame extraction.
+ACAR_SPAN = 91
+ACAR_FORMAT_STR = "image_%06d.jpg"
+# Normalised box coordinates may exceed [0, 1] by this much (float rounding of a detector's output) and still be read.
+ACAR_BOX_TOLERANCE = 1e-3
+
+
 @dataclass
 class AcarAnnotations:
     """An ACAR/FBIL annotation pickle read into stad's records (FBIL.md §2).
@@ -922,12 +938,15 @@ class AcarAnnotations:
     Attributes:
         keyframes: one ``KeyframeLabels`` per entry (sorted by video, time): the boxes with at least
             one label are its actors (``labels`` ``(N, C)`` over ``labelmap``); an entry without
-            labelled boxes (val pickles: detector boxes only) has zero actors.
+            labelled boxes (val pickles: detector boxes only) has zero actors. With
+            ``read_acar_annotations(..., keep_unlabelled=True)`` every box is an actor (FBIL's RoIs:
+            an unlabelled box is a negative with an all-zero row).
         proposals: ``(video, time) -> (P, 5)`` every box of the entry (labelled or not), normalised,
             score 1.0 (the pickles carry no score).
         labelmap: the classes: ``idx_to_class`` ids and names (or the ``labelmap`` given to the reader).
         windows: ``(video, time) -> (start_frame, n_frames)``, for ``AcarClipRule(windows=...)``.
         format_strs: the distinct ``format_str`` file patterns (e.g. ``{"image_%06d.jpg"}``).
+        midframes: ``(video, time) -> midframe`` of the entries that carry one (the keyframe's frame number).
     """
 
     keyframes: list[KeyframeLabels]
@@ -935,27 +954,121 @@ class AcarAnnotations:
     labelmap: LabelMap
     windows: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     format_strs: set[str] = field(default_factory=set)
+    midframes: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
-def read_acar_annotations(path: str | Path, *, labelmap: LabelMap | None = None) -> AcarAnnotations:
+def _acar_int(value: Any, where: str, name: str) -> int:
+    """``value`` as an int: Python/numpy integers, integral floats, digit strings ("0902") or a one-element array/list."""
+    if isinstance(value, (list, tuple, np.ndarray)) and np.size(value) == 1:
+        value = np.asarray(value, dtype=object).reshape(-1)[0]
+    if isinstance(value, (bool, np.bool_)):
+        pass
+    elif isinstance(value, (int, np.integer)):
+        return int(value)
+    elif isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    raise StadError(f"{where}: {name} must be an integer, got {value!r}")
+
+
+def _acar_box(value: Any, where: str) -> np.ndarray:
+    """A ``(4,)`` float64 normalised box ``x1 < x2``, ``y1 < y2`` inside ``[0, 1]`` (± ``ACAR_BOX_TOLERANCE``)."""
+    try:
+        box = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        box = None
+    if box is None or box.shape != (4,) or not np.isfinite(box).all():
+        raise StadError(f"{where} must be 4 finite numbers, got {value!r}")
+    if not (box[0] < box[2] and box[1] < box[3]):
+        raise StadError(f"{where} {box.tolist()} is degenerate (needs x1 < x2 and y1 < y2)")
+    if box.min() < -ACAR_BOX_TOLERANCE or box.max() > 1.0 + ACAR_BOX_TOLERANCE:
+        raise StadError(f"{where} {box.tolist()} is outside [0, 1]: ACAR boxes are normalised by the frame size")
+    return box
+
+
+def _acar_label_indices(value: Any, where: str, num_classes: int) -> np.ndarray:
+    """A box's ``label``: class indices ``0 .. num_classes - 1`` (a list, an array or one int) → ``(k,)`` int64."""
+    if value is None:
+        return np.zeros(0, np.int64)
+    items = value.reshape(-1).tolist() if isinstance(value, np.ndarray) else value
+    if not isinstance(items, (list, tuple)):
+        items = [items]
+    indices = np.asarray([_acar_int(v, where, "a class index") for v in items], dtype=np.int64)
+    if np.any((indices < 0) | (indices >= num_classes)):
+        raise StadError(f"{where} {indices.tolist()} outside 0..{num_classes - 1}")
+    return indices
+
+
+def _check_acar_frames(
+    where: str, layout: FrameLayout, video: str, time: int, window: tuple[int, int] | None, format_str: str | None,
+    midframe: int | None,
+) -> None:
+    """Fail when an entry does not match the frames on disk (see ``read_acar_annotations``)."""
+    pattern = getattr(layout, "pattern", None)
+    if format_str is not None and format_str != pattern:
+        raise StadError(
+            f"{where}: format_str {format_str!r} does not name the frames on disk "
+            f"({layout.video_folder(video)}/{pattern}); use the matching layout or rewrite the pickle"
+        )
+    try:
+        index = layout.index(video)
+    except FileNotFoundError as err:
+        raise StadError(f"{where}: video {video!r}: {err}") from None
+    if not index.has_second(time):
+        raise StadError(f"{where}: time {time} has no frames in {layout.video_folder(video)} {index._span()}")
+    keyframe = index.keyframe_frame(time)
+    if window is not None:
+        start, n = window
+        if not start <= keyframe < start + n:
+            raise StadError(
+                f"{where}: start_frame {start} / n_frames {n} (frames {start}..{start + n - 1}) miss the keyframe "
+                f"of time {time}, frame {keyframe} of {layout.video_folder(video)} (fps {index.fps}, frame 1 = "
+                f"second {index.timestamp_start}): the pickle numbers its frames differently"
+            )
+    if midframe is not None and not 1 <= midframe <= index.nframes:
+        raise StadError(f"{where}: midframe {midframe} is outside the frames on disk 1..{index.nframes} ({layout.video_folder(video)})")
+
+
+def read_acar_annotations(
+    path: str | Path,
+    *,
+    labelmap: LabelMap | None = None,
+    layout: FrameLayout | None = None,
+    keep_unlabelled: bool = False,
+) -> AcarAnnotations:
     """Read an ACAR/FBIL annotation pickle ``(data, idx_to_class)`` (FBIL.md §2) with the safe unpickler.
 
     ``data`` is a list of dicts with ``video`` (str), ``format_str`` (printf file pattern),
-    ``start_frame`` (1-based), ``n_frames``, ``time`` (int seconds) and ``labels``: a list of dicts
-    with ``bounding_box`` (``[x1, y1, x2, y2]`` normalised) and ``label`` (class indices into
-    ``idx_to_class``), optionally ``person_id``. ``idx_to_class`` is a list of dicts with ``id``
-    (official AVA id) and ``name``.
+    ``start_frame`` (1-based), ``n_frames``, ``time`` (int seconds), optionally ``midframe`` (the
+    keyframe's frame) and ``person_id`` (a list parallel to ``labels``, -1 for detector boxes), and
+    ``labels``: a list of dicts with ``bounding_box`` (``[x1, y1, x2, y2]`` normalised) and ``label``
+    (class indices into ``idx_to_class``; missing or empty = an unlabelled box), optionally a per-box
+    ``person_id``. ``idx_to_class`` is a list of dicts with ``id`` (official AVA id) and ``name``.
+    ``video``, ``time`` and ``labels`` are required; ``start_frame`` and ``n_frames`` come together.
+    Boxes must be finite, ``x1 < x2``, ``y1 < y2``, inside ``[0, 1]`` (± ``ACAR_BOX_TOLERANCE``).
 
     Args:
         path: the pickle.
         labelmap: map the classes onto this label map by AVA id (ids it lacks are dropped, as the AVA
             protocol does); default: ``idx_to_class`` itself, in its order.
+        layout: the frames on disk (a flat layout, e.g. ``acar_layout(root)``); when given every entry must
+            match them: ``format_str`` equals the layout's file pattern, the video's folder exists, second
+            ``time`` has frames, the window ``start_frame .. start_frame + n_frames - 1`` holds the keyframe
+            frame of ``time`` by the layout's clock, ``midframe`` is a frame on disk. (Frames of the window
+            outside ``1..nframes`` are allowed: ``AcarClipRule`` clamps them.)
+        keep_unlabelled: make every box an actor, unlabelled ones with an all-zero label row (FBIL trains
+            on every box of an entry); default False: only labelled boxes are actors.
 
     Raises:
-        StadError: a refused global, a wrong structure (entry index, video and field named), a label
-            index outside ``idx_to_class``, a duplicated keyframe, or zero id overlap with ``labelmap``.
+        StadError: a refused global (no code from the file runs), a wrong structure or type, a missing
+            key, a bad box, a label index outside ``idx_to_class``, a duplicated keyframe or class id, zero
+            id overlap with ``labelmap``, or an entry that does not match ``layout``; the message names the
+            file, the entry index (with its video and time) and the field.
     """
     path = Path(path)
+    if layout is not None and not isinstance(layout, FlatFrameLayout):
+        raise StadError(f"ACAR pickles name flat frame files (format_str); layout {layout!r} is not a flat layout")
     raw = safe_load_pickle(path, what="ACAR annotations")
     if not isinstance(raw, (tuple, list)) or len(raw) != 2:
         raise StadError(f"{path}: expected a tuple (data, idx_to_class), got {type(raw).__name__}")
@@ -966,7 +1079,10 @@ def read_acar_annotations(path: str | Path, *, labelmap: LabelMap | None = None)
     for i, cls in enumerate(idx_to_class):
         if not isinstance(cls, dict) or "id" not in cls:
             raise StadError(f"{path}: idx_to_class[{i}] must be a dict with an 'id', got {cls!r}")
-        ids.append(int(cls["id"]))
+        class_id = _acar_int(cls["id"], f"{path}: idx_to_class[{i}]", "id")
+        if class_id in ids:
+            raise StadError(f"{path}: idx_to_class[{i}]: id {class_id} repeats idx_to_class[{ids.index(class_id)}]")
+        ids.append(class_id)
         names.append(str(cls.get("name", cls["id"])))
     own = LabelMap(ids=ids, names=names, label_types=[None] * len(ids))
     target = own if labelmap is None else labelmap
@@ -979,6 +1095,7 @@ def read_acar_annotations(path: str | Path, *, labelmap: LabelMap | None = None)
     keyframes: list[KeyframeLabels] = []
     proposals: dict[tuple[str, int], np.ndarray] = {}
     windows: dict[tuple[str, int], tuple[int, int]] = {}
+    midframes: dict[tuple[str, int], int] = {}
     formats: set[str] = set()
     for e, entry in enumerate(data):
         where = f"{path} entry {e}"
@@ -987,38 +1104,66 @@ def read_acar_annotations(path: str | Path, *, labelmap: LabelMap | None = None)
         missing = [k for k in ("video", "time", "labels") if k not in entry]
         if missing:
             raise StadError(f"{where}: missing key(s) {missing}")
-        video, time = str(entry["video"]), int(entry["time"])
+        video = entry["video"]
+        if not isinstance(video, str) or not video:
+            raise StadError(f"{where}: video must be a non-empty string, got {video!r}")
+        time = _acar_int(entry["time"], where, "time")
         where = f"{where} ({video},{time})"
         if (video, time) in proposals:
             raise StadError(f"{where}: keyframe {video},{time} appears twice")
-        if "start_frame" in entry and "n_frames" in entry:
-            windows[(video, time)] = (int(entry["start_frame"]), int(entry["n_frames"]))
-        if "format_str" in entry:
-            formats.add(str(entry["format_str"]))
+        window = None
+        if ("start_frame" in entry) != ("n_frames" in entry):
+            given, absent = ("start_frame", "n_frames") if "start_frame" in entry else ("n_frames", "start_frame")
+            raise StadError(f"{where}: {given} without {absent} (the frame window needs both)")
+        if "start_frame" in entry:
+            window = (_acar_int(entry["start_frame"], where, "start_frame"), _acar_int(entry["n_frames"], where, "n_frames"))
+            if window[1] < 1:
+                raise StadError(f"{where}: n_frames must be >= 1, got {window[1]}")
+            windows[(video, time)] = window
+        format_str = entry.get("format_str")
+        if format_str is not None:
+            if not isinstance(format_str, str):
+                raise StadError(f"{where}: format_str must be a string like 'image_%06d.jpg', got {format_str!r}")
+            try:
+                _printf_regex(format_str)
+            except StadError as err:
+                raise StadError(f"{where}: format_str: {err}") from None
+            formats.add(format_str)
+        midframe = None
+        if entry.get("midframe") is not None:
+            midframe = _acar_int(entry["midframe"], where, "midframe")
+            if window is not None and not window[0] <= midframe < window[0] + window[1]:
+                raise StadError(f"{where}: midframe {midframe} is outside its window start_frame {window[0]} .. {window[0] + window[1] - 1}")
+            midframes[(video, time)] = midframe
+        if layout is not None:
+            _check_acar_frames(where, layout, video, time, window, format_str, midframe)
+        box_dicts = entry["labels"]
+        if not isinstance(box_dicts, (list, tuple)):
+            raise StadError(f"{where}: labels must be a list of {{'bounding_box', 'label'}} dicts, got {type(box_dicts).__name__}")
         entry_pids = entry.get("person_id")
+        if entry_pids is not None:
+            if not isinstance(entry_pids, (list, tuple, np.ndarray)) or len(entry_pids) != len(box_dicts):
+                size = len(entry_pids) if isinstance(entry_pids, (list, tuple, np.ndarray)) else type(entry_pids).__name__
+                raise StadError(f"{where}: person_id must be a list with one id per box of labels ({len(box_dicts)}), got {size}")
         boxes, labels, person_ids = [], [], []
         all_boxes = []
-        for b, box_dict in enumerate(entry["labels"]):
+        for b, box_dict in enumerate(box_dicts):
             if not isinstance(box_dict, dict) or "bounding_box" not in box_dict:
                 raise StadError(f"{where}: labels[{b}] must be a dict with 'bounding_box' and 'label'")
-            box = np.asarray(box_dict["bounding_box"], dtype=np.float64).reshape(-1)
-            if box.shape != (4,) or not np.isfinite(box).all():
-                raise StadError(f"{where}: labels[{b}].bounding_box must be 4 finite numbers, got {box_dict['bounding_box']!r}")
-            indices = np.asarray(box_dict.get("label", []), dtype=np.int64).reshape(-1)
-            if np.any((indices < 0) | (indices >= len(ids))):
-                raise StadError(f"{where}: labels[{b}].label {indices.tolist()} outside 0..{len(ids) - 1}")
+            box = _acar_box(box_dict["bounding_box"], f"{where}: labels[{b}].bounding_box")
+            indices = _acar_label_indices(box_dict.get("label"), f"{where}: labels[{b}].label", len(ids))
             all_boxes.append(box)
-            if len(indices) == 0:
+            if len(indices) == 0 and not keep_unlabelled:
                 continue
             multi_hot = np.zeros(len(target), bool)
             mapped = class_of_index[indices]
             multi_hot[mapped[mapped >= 0]] = True
             pid = box_dict.get("person_id")
-            if pid is None and isinstance(entry_pids, (list, tuple)) and len(entry_pids) == len(entry["labels"]):
+            if pid is None and entry_pids is not None:
                 pid = entry_pids[b]
             boxes.append(box)
             labels.append(multi_hot)
-            person_ids.append(-1 if pid is None else int(np.asarray(pid).reshape(-1)[0]))
+            person_ids.append(-1 if pid is None else _acar_int(pid, f"{where}: labels[{b}]", "person_id"))
         proposals[(video, time)] = _proposal_array(np.asarray(all_boxes).reshape(-1, 4), where)
         keyframes.append(
             KeyframeLabels(
@@ -1030,7 +1175,215 @@ def read_acar_annotations(path: str | Path, *, labelmap: LabelMap | None = None)
             )
         )
     keyframes.sort(key=lambda k: (k.video, k.timestamp))
-    return AcarAnnotations(keyframes=keyframes, proposals=proposals, labelmap=target, windows=windows, format_strs=formats)
+    return AcarAnnotations(
+        keyframes=keyframes, proposals=proposals, labelmap=target, windows=windows, format_strs=formats, midframes=midframes
+    )
+
+
+@dataclass
+class AcarWriteSummary:
+    """What ``write_acar_annotations`` wrote.
+
+    Attributes:
+        entries: keyframe entries (keyframes with at least one box).
+        gt_boxes: ground-truth boxes written (train).
+        proposals: proposal boxes written.
+        labelled_proposals: of them, the ones that got the labels of a ground-truth box (train).
+        skipped_proposals: proposals left out: score below ``min_score``, or no area left inside [0, 1].
+        idx_to_class: the class list written (ascending official id).
+    """
+
+    entries: int
+    gt_boxes: int
+    proposals: int
+    labelled_proposals: int
+    skipped_proposals: int
+    idx_to_class: list[dict[str, Any]]
+
+
+def acar_class_order(labelmap: LabelMap) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """ACAR's ``idx_to_class`` for ``labelmap``: its classes in ascending official id (AVA's 60: the 13 pose
+    classes, ids 1 and 3-14, come first, as FBIL's pose softmax needs, FBIL.md §5).
+
+    Returns:
+        ``idx_to_class`` (``[{"id": int, "name": str}, ...]``) and ``(C,)`` int64: the pickle index of each
+        label-map class.
+    """
+    order = np.argsort(np.asarray(labelmap.ids, dtype=np.int64), kind="stable")  # [C] label-map positions by id
+    index_of_class = np.empty(len(order), np.int64)
+    index_of_class[order] = np.arange(len(order))
+    idx_to_class = [{"id": int(labelmap.ids[c]), "name": str(labelmap.names[c])} for c in order.tolist()]
+    return idx_to_class, index_of_class
+
+
+def _writer_boxes(boxes: np.ndarray, where: str) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    for n, box in enumerate(boxes):
+        _acar_box(box, f"{where} box {n}")
+    return boxes
+
+
+def write_acar_annotations(
+    path: str | Path,
+    keyframes: Sequence[KeyframeLabels],
+    labelmap: LabelMap,
+    proposals: Mapping[tuple[str, int], np.ndarray] | None = None,
+    *,
+    # which boxes
+    split: str = "train",
+    min_score: float = 0.0,
+    match_iou: float = 0.5,
+    allow_extra_proposal_videos: bool = False,
+    # frames: a flat layout on disk, or its clock and file pattern
+    layout: FrameLayout | None = None,
+    format_str: str | None = None,
+    fps: int | None = None,
+    timestamp_start: int | None = None,
+    span: int = ACAR_SPAN,
+) -> AcarWriteSummary:
+    """Write an ACAR/FBIL annotation pickle ``(data, idx_to_class)`` (FBIL.md §2) from AVA keyframes and proposals.
+
+    Entries (one per keyframe with at least one box, sorted by video and time)::
+
+        {"video": str, "time": int, "format_str": str, "start_frame": mid - span // 2, "n_frames": span,
+         "midframe": mid, "labels": [{"bounding_box": [x1, y1, x2, y2], "label": [class indices]}, ...],
+         "person_id": [one int per box, -1 for proposals]}
+
+    with ``mid`` the keyframe's frame number: the first frame of second ``time`` on disk (``layout``), or
+    ``(time - timestamp_start) * fps + 1``. Class indices point into ``idx_to_class``, the label map in
+    ascending official id (``acar_class_order``). The pickle holds plain Python containers, ints, floats
+    and strings only, so ``read_acar_annotations`` (a restricted unpickler) reads it back.
+
+    Boxes per split (ACAR's train pickle = ground truth + detector boxes, its val pickle = detector boxes
+    only, FBIL.md §2):
+
+    * ``"train"``: every ground-truth box with its labels and person id, then the proposals scoring
+      ``>= min_score``. **Proposal labels (our rule; the original one is unknown, FBIL.md §9)**: a
+      proposal gets the labels of the ground-truth box of its keyframe with the highest IoU (continuous,
+      normalised coordinates; the first box on ties) when that IoU is ``>= match_iou`` (0.5), else no
+      labels (a negative). Its person id is -1.
+    * ``"val"``: the proposals scoring ``>= min_score`` only, without labels (person id -1); ``proposals``
+      is required, so the entries are the keyframes with proposals (the evaluator scores every keyframe
+      with detections, PROTOCOLS.md §B).
+
+    Proposals are clipped to ``[0, 1]``; one left without area is skipped. Ground-truth boxes must be valid
+    normalised boxes (``x1 < x2``, ``y1 < y2`` inside [0, 1]).
+
+    Args:
+        path: the pickle to write (folders are created).
+        keyframes: AVA keyframes (``read_keyframe_annotations``), ``labels`` ``(N, C)`` over ``labelmap``.
+        labelmap: the classes (e.g. AVA's 60-class ActivityNet list).
+        proposals: ``(video, time) -> (P, 5)`` normalised ``x1, y1, x2, y2, score`` (or ``(P, 4)``, score 1).
+        split: ``"train"`` or ``"val"`` (see above).
+        min_score: keep proposals scoring at least this (default 0: all; ACAR's files: 0.9 train, 0.85 val).
+        match_iou: IoU for a proposal to take a ground-truth box's labels (default 0.5).
+        allow_extra_proposal_videos: accept proposals of videos without annotations (default False).
+        layout: a flat frame layout (``acar_layout(root)``, ``ava_layout(root)``): ``format_str``, fps and
+            frame 1's second come from it and every keyframe's second must have frames on disk.
+        format_str, fps, timestamp_start: without ``layout``: the frame file pattern and clock (default
+            ACAR's ``image_%06d.jpg``, 30 fps, frame 1 = second 900).
+        span: the window length ``n_frames`` (default 91).
+
+    Returns:
+        ``AcarWriteSummary``.
+
+    Raises:
+        StadError: a bad split, a conflicting layout/clock, invalid ground-truth boxes or label shapes,
+            proposals of unknown videos, a keyframe without frames on disk (with ``layout``).
+        FileNotFoundError: a video's frame folder is missing (with ``layout``).
+    """
+    if split not in ("train", "val"):
+        raise StadError(f"split must be 'train' (ground truth + labelled proposals) or 'val' (proposals only), got {split!r}")
+    if split == "val" and proposals is None:
+        raise StadError("split 'val' writes the detector boxes only: give proposals")
+    if layout is not None:
+        if not isinstance(layout, FlatFrameLayout):
+            raise StadError(f"ACAR pickles name flat frame files (format_str); layout {layout!r} is not a flat layout")
+        if format_str is not None or fps is not None or timestamp_start is not None:
+            raise StadError("give either a frame layout or format_str / fps / timestamp_start, not both")
+        format_str, fps, timestamp_start = layout.pattern, layout.fps, layout.timestamp_start
+    else:
+        format_str = ACAR_FORMAT_STR if format_str is None else str(format_str)
+        fps = 30 if fps is None else _positive("fps", fps)
+        timestamp_start = 900 if timestamp_start is None else int(timestamp_start)
+        _printf_regex(format_str)
+    span = _positive("span", span)
+    if not 0.0 <= match_iou <= 1.0:
+        raise StadError(f"match_iou must be in [0, 1], got {match_iou}")
+    idx_to_class, index_of_class = acar_class_order(labelmap)
+    num_classes = len(labelmap)
+
+    by_key: dict[tuple[str, int], KeyframeLabels] = {}
+    for keyframe in keyframes:
+        _check_keyframe(keyframe, num_classes)
+        key = (str(keyframe.video), int(keyframe.timestamp))
+        if key in by_key:
+            raise StadError(f"keyframe {key[0]},{key[1]} is given twice")
+        by_key[key] = keyframe
+    props: dict[tuple[str, int], np.ndarray] = {}
+    if proposals is not None:
+        if not allow_extra_proposal_videos:
+            check_proposal_videos(proposals, {v for v, _ in by_key})
+        props = {(str(v), int(t)): _proposal_array(p, f"proposals of {v},{t}") for (v, t), p in proposals.items()}
+
+    data: list[dict[str, Any]] = []
+    counts = {"gt": 0, "proposals": 0, "labelled": 0, "skipped": 0}
+    for video, time in sorted(set(by_key) | set(props)):
+        where = f"keyframe {video},{time}"
+        box_dicts: list[dict[str, Any]] = []
+        person_ids: list[int] = []
+        keyframe = by_key.get((video, time))
+        gt_boxes = np.zeros((0, 4))
+        gt_labels: list[list[int]] = []
+        if keyframe is not None:
+            gt_boxes = _writer_boxes(keyframe.boxes, where)
+            gt_labels = [sorted(index_of_class[np.flatnonzero(row)].tolist()) for row in np.asarray(keyframe.labels, bool)]
+            if split == "train":
+                for box, label, pid in zip(gt_boxes.tolist(), gt_labels, np.asarray(keyframe.person_ids).tolist()):
+                    box_dicts.append({"bounding_box": [float(v) for v in box], "label": [int(c) for c in label]})
+                    person_ids.append(int(pid))
+                counts["gt"] += len(gt_boxes)
+        raw = props.get((video, time), np.zeros((0, 5)))
+        kept = raw[raw[:, 4] >= min_score, :4].clip(0.0, 1.0)  # [P, 4]
+        alive = (kept[:, 2] > kept[:, 0]) & (kept[:, 3] > kept[:, 1])
+        counts["skipped"] += len(raw) - int(alive.sum())
+        kept = kept[alive]
+        match = np.full(len(kept), -1, np.int64)
+        if split == "train" and len(kept) and len(gt_boxes):
+            iou = box_iou(kept, gt_boxes, plus_one=False)  # [P, N]
+            best = iou.argmax(axis=1)  # the first box on ties
+            match = np.where(iou[np.arange(len(kept)), best] >= match_iou, best, -1)
+        for box, m in zip(kept.tolist(), match.tolist()):
+            box_dicts.append({"bounding_box": [float(v) for v in box], "label": list(gt_labels[m]) if m >= 0 else []})
+            person_ids.append(-1)
+        counts["proposals"] += len(kept)
+        counts["labelled"] += int((match >= 0).sum())
+        if not box_dicts:
+            continue
+        if layout is not None:
+            mid = layout.index(video).keyframe_frame(time)
+        else:
+            mid = (time - timestamp_start) * fps + 1
+        data.append(
+            {
+                "video": video,
+                "time": int(time),
+                "format_str": format_str,
+                "start_frame": int(mid - span // 2),
+                "n_frames": int(span),
+                "midframe": int(mid),
+                "labels": box_dicts,
+                "person_id": person_ids,
+            }
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        pickle.dump((data, idx_to_class), f, protocol=4)
+    return AcarWriteSummary(
+        entries=len(data), gt_boxes=counts["gt"], proposals=counts["proposals"], labelled_proposals=counts["labelled"],
+        skipped_proposals=counts["skipped"], idx_to_class=idx_to_class,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1361,10 +1714,56 @@ def collate_keyframes(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def collate_keyframes_padded(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch keyframe items of different frame sizes (FBIL/ACAR, FBIL.md §2 ``batch_pad``).
+
+    Every ``clip`` ``(T, 3, H_b, W_b)`` is zero-padded on the right and bottom to the batch's largest
+    ``H_pad = max H_b``, ``W_pad = max W_b`` (the clips are normalised, so zero is the mean colour), then
+    the batch is ``collate_keyframes``'s. Boxes, neighbour boxes and proposals stay in input pixels, which
+    are also pixels of the padded frame (padding adds columns and rows after the image); divide by
+    ``(W_pad, H_pad)`` for FBIL's coordinates normalised to the padded frame. Items of one size give
+    ``collate_keyframes``'s batch plus ``pad_ratio`` and ``sizes_before_padding`` of ones.
+
+    Returns:
+        ``collate_keyframes``'s batch with ``clip`` ``(B, T, 3, H_pad, W_pad)`` and, per item:
+        ``pad_ratio`` ``(B, 2)`` float64 ``[W_pad / W_b, H_pad / H_b]``, ``sizes_before_padding``
+        ``(B, 2)`` float64 ``[W_b / W_pad, H_b / H_pad]`` (= 1 / pad_ratio, the head's valid fraction of
+        the feature map) and ``unpadded_size`` ``(B, 2)`` int64 ``(H_b, W_b)``.
+
+    Raises:
+        StadError: an empty batch, clips that differ in anything but height and width, or what
+            ``collate_keyframes`` refuses.
+    """
+    if not items:
+        raise StadError("cannot collate an empty batch")
+    shapes = [tuple(item["clip"].shape) for item in items]
+    if any(len(shape) != 4 or shape[:2] != shapes[0][:2] for shape in shapes):
+        raise StadError(f"clips must be (T, 3, H, W) with the same T and channels to pad into one batch, got {shapes}")
+    h_pad = max(shape[2] for shape in shapes)
+    w_pad = max(shape[3] for shape in shapes)
+    padded = []
+    for item, (_, _, h, w) in zip(items, shapes):
+        clip = item["clip"]  # [T, 3, H_b, W_b]
+        if (h, w) != (h_pad, w_pad):
+            clip = torch.nn.functional.pad(clip, (0, w_pad - w, 0, h_pad - h))  # [T, 3, H_pad, W_pad], zeros right/bottom
+        padded.append({**item, "clip": clip})
+    batch = collate_keyframes(padded)
+    sizes = torch.tensor([[shape[2], shape[3]] for shape in shapes], dtype=torch.int64)  # [B, 2] (H_b, W_b)
+    padded_size = torch.tensor([w_pad, h_pad], dtype=torch.float64)
+    batch["pad_ratio"] = padded_size / sizes.flip(1).to(torch.float64)  # [B, 2] [W_pad / W_b, H_pad / H_b]
+    batch["sizes_before_padding"] = sizes.flip(1).to(torch.float64) / padded_size  # [B, 2] [W_b / W_pad, H_b / H_pad]
+    batch["unpadded_size"] = sizes
+    return batch
+
+
 __all__ = [
+    "ACAR_BOX_TOLERANCE",
+    "ACAR_FORMAT_STR",
     "ACAR_NORMALIZATION",
+    "ACAR_SPAN",
     "AcarAnnotations",
     "AcarClipRule",
+    "AcarWriteSummary",
     "CenteredClipRule",
     "ClipFrames",
     "ClipNormalization",
@@ -1379,10 +1778,12 @@ __all__ = [
     "StepClipRule",
     "StepFrameLayout",
     "VideoFrameIndex",
+    "acar_class_order",
     "acar_layout",
     "ava_layout",
     "check_proposal_videos",
     "collate_keyframes",
+    "collate_keyframes_padded",
     "detect_layout",
     "enumerate_keyframes",
     "foreground_keyframes",
@@ -1399,5 +1800,6 @@ __all__ = [
     "step_layout",
     "step_second_samples",
     "temporal_center_crop",
+    "write_acar_annotations",
     "write_proposals_csv",
 ]

@@ -43,6 +43,11 @@ keyframe box, resize. It works on float32 pixel clips (``ToFloat32``), which ``R
 ``HorizontalFlip`` also accept (they keep the dtype). ``boxes_from_original`` moves boxes that did not
 go through a transform (neighbour boxes, proposals) by the recorded ``affine``.
 
+FBIL / ACAR-Net's keyframe pipeline (``build_fbil_train_transform``, FBIL.md §2) is much smaller:
+``ScaleShortSide(256)`` (shorter side to 256, aspect kept, PIL bilinear), ``HorizontalFlip(p=0.5)`` at
+training, nothing else; the size of its output depends on the video. ``jitter_boxes`` is the neck's
+training jitter of normalised boxes (with FBIL's clamping quirk).
+
 Box rule for crops (``RandomCrop``): every box is clipped to the crop. An actor is **dropped** when, on
 *any* frame, its clipped area is below ``min_area_fraction`` of its area before the crop; it is then
 dropped on all frames, with its visibility. ``ClipSample.keep`` records, for every actor given to the
@@ -992,6 +997,172 @@ def build_step_train_transform(
 def build_step_test_transform(input_size: tuple[int, int]) -> Compose:
     """STEP's test transform (``BaseTransform``): float pixels resized to ``input_size``, nothing else."""
     return Compose([ToFloat32(), Resize(tuple(input_size))])
+
+
+# --------------------------------------------------------------------------------------------------
+# FBIL / ACAR-Net's spatial pipeline (FBIL.md §2 "Spatial pipeline" and "Neck"): the shorter side scaled to
+# 256 (aspect kept, bilinear), a horizontal flip with p = 0.5 at training, no crop and no colour jitter;
+# the neck jitters the normalised boxes at training. Written from the description in FBIL.md.
+
+FBIL_SHORT_SIDE = 256
+FBIL_JITTER_SCALE = 0.075
+
+
+def scale_short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """ACAR's ``Scale(short_side)`` output ``(H, W)``: the shorter side becomes ``short_side``, the other
+    ``int(short_side * long / short)`` (truncated); a frame whose shorter side already is ``short_side`` keeps
+    its size. 360x640 → 256x455, 360x480 → 256x341 (FBIL.md §7 fact 4)."""
+    height, width = _check_size((height, width))
+    short_side = int(short_side)
+    if short_side < 1:
+        raise StadError(f"short_side must be a positive int, got {short_side}")
+    if min(height, width) == short_side:
+        return height, width
+    if width < height:
+        return int(short_side * height / width), short_side
+    return short_side, int(short_side * width / height)
+
+
+def _pil_resize(frame: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    """``(H, W, C)`` uint8 or float32 frame → ``(out_h, out_w, C)`` by PIL's bilinear filter (antialiased when shrinking)."""
+    from PIL import Image
+
+    if frame.dtype == np.uint8 and frame.shape[-1] == 3:
+        return np.asarray(Image.fromarray(frame).resize((out_w, out_h), Image.BILINEAR))
+    if frame.dtype not in (np.uint8, np.float32):
+        raise StadError(f"ScaleShortSide(backend='pil') resizes uint8 or float32 frames, got {frame.dtype}")
+    channels = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(frame[..., c])).resize((out_w, out_h), Image.BILINEAR))
+        for c in range(frame.shape[-1])
+    ]
+    return np.stack(channels, axis=-1).astype(frame.dtype, copy=False)
+
+
+class ScaleShortSide:
+    """FBIL/ACAR's ``Scale(256)``: resize every frame so that its shorter side is ``short_side`` (aspect kept).
+
+    The other side is ``int(short_side * long / short)`` (``scale_short_side_size``); boxes, the affine map
+    and an occluder mask follow as in ``Resize``. The output size therefore depends on the video
+    (640x360 → 455x256, 480x360 → 341x256): batch such clips with ``collate_keyframes_padded``.
+
+    Args:
+        short_side: the shorter side after scaling (default 256).
+        backend: ``"pil"`` (default): PIL's bilinear filter, as ACAR (``Image.resize(..., BILINEAR)``, which
+            averages over the footprint when shrinking); uint8 or float32 clips. ``"cv2"``: OpenCV's
+            ``INTER_LINEAR`` (faster, no antialiasing), any dtype OpenCV resizes.
+    """
+
+    def __init__(self, short_side: int = FBIL_SHORT_SIDE, *, backend: str = "pil") -> None:
+        if backend not in ("pil", "cv2"):
+            raise StadError(f"ScaleShortSide backend must be 'pil' or 'cv2', got {backend!r}")
+        scale_short_side_size(short_side, short_side, short_side)  # checks short_side
+        self.short_side = int(short_side)
+        self.backend = backend
+
+    def __call__(self, sample: ClipSample, rng: np.random.Generator | None = None) -> ClipSample:
+        T, H, W, C = sample.clip.shape
+        out_h, out_w = scale_short_side_size(H, W, self.short_side)
+        if (out_h, out_w) == (H, W):
+            return sample
+        clip = np.empty((T, out_h, out_w, C), dtype=sample.clip.dtype)
+        for t, frame in enumerate(sample.clip):  # one (H, W, C) image at a time
+            if self.backend == "pil":
+                clip[t] = _pil_resize(frame, out_w, out_h)
+            else:
+                clip[t] = cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_LINEAR).reshape(out_h, out_w, C)
+        sx, sy = out_w / W, out_h / H
+        mask = None
+        if sample.occluder_mask is not None:  # nearest neighbour keeps it boolean
+            mask = np.empty((T, out_h, out_w), dtype=bool)
+            for t, mask_per_frame in enumerate(sample.occluder_mask.view(np.uint8)):
+                mask[t] = cv2.resize(mask_per_frame, (out_w, out_h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        return replace(
+            sample,
+            clip=clip,
+            boxes=sample.boxes * np.array([sx, sy, sx, sy]),
+            affine=sample.affine * np.array([sx, sx, sy, sy]),
+            occluder_mask=mask,
+        )
+
+    def __repr__(self) -> str:
+        return f"ScaleShortSide({self.short_side}, backend={self.backend!r})"
+
+
+def build_fbil_train_transform(short_side: int = FBIL_SHORT_SIDE, *, flip: bool = True, backend: str = "pil") -> Compose:
+    """FBIL's training transform (FBIL.md §2): ``ScaleShortSide(short_side) → HorizontalFlip(p=0.5)``.
+
+    One flip draw per clip (every frame and box mirrored together); no crop, no colour jitter. The
+    output is uint8 RGB of a size that depends on the video; normalise with ``ACAR_NORMALIZATION``
+    (``stad.data.keyframes``) and batch with ``collate_keyframes_padded``. Box jitter is applied by
+    ``jitter_boxes`` on the normalised boxes, not here.
+
+    Args:
+        short_side: the shorter side after scaling (default 256; the CPU-sized config uses 128).
+        flip: add the flip (default True).
+        backend: ``ScaleShortSide``'s resampler (default ``"pil"``, ACAR's).
+    """
+    ops: list[Transform] = [ScaleShortSide(short_side, backend=backend)]
+    if flip:
+        ops.append(HorizontalFlip(p=0.5))
+    return Compose(ops)
+
+
+def build_fbil_test_transform(short_side: int = FBIL_SHORT_SIDE, *, backend: str = "pil") -> Compose:
+    """FBIL's test transform (FBIL.md §2, §6: one view, ``Scale 256``): ``ScaleShortSide(short_side)`` only."""
+    return Compose([ScaleShortSide(short_side, backend=backend)])
+
+
+def apply_box_jitter(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """FBIL/ACAR's box jitter with given offsets, its clamping quirk included (FBIL.md §2 "Neck").
+
+    With ``w = x2 - x1``, ``h = y2 - y1`` and offsets ``j``::
+
+        [max(x1 + j0 * w, 0), min(y1 + j1 * h, 1), max(x2 + j2 * w, 0), min(y2 + j3 * h, 1)]
+
+    (sic: ``x`` is clamped only below at 0, ``y`` only above at 1, so ``y1`` may become negative and ``x2``
+    may exceed 1). Fact 17: ``j = (.05, -.05, .05, .05)`` on ``[.1, .0, .5, .98]`` gives
+    ``[0.12, -0.049, 0.52, 1.0]``.
+
+    Args:
+        boxes: ``(R, 4)`` ``x1, y1, x2, y2`` normalised to the frame (before any flip, as FBIL's neck).
+        offsets: ``(R, 4)`` the draws ``j``, in box widths / heights.
+
+    Returns:
+        ``(R, 4)`` float64 jittered boxes (a new array).
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    offsets = np.asarray(offsets, dtype=np.float64)
+    if offsets.shape != boxes.shape:
+        raise StadError(f"offsets must have the boxes' shape {boxes.shape}, got {offsets.shape}")
+    w = boxes[:, 2] - boxes[:, 0]  # [R]
+    h = boxes[:, 3] - boxes[:, 1]
+    out = np.empty_like(boxes)
+    out[:, 0] = np.maximum(boxes[:, 0] + offsets[:, 0] * w, 0.0)
+    out[:, 1] = np.minimum(boxes[:, 1] + offsets[:, 1] * h, 1.0)
+    out[:, 2] = np.maximum(boxes[:, 2] + offsets[:, 2] * w, 0.0)
+    out[:, 3] = np.minimum(boxes[:, 3] + offsets[:, 3] * h, 1.0)
+    return out
+
+
+def jitter_boxes(boxes_normalised: np.ndarray, rng: np.random.Generator, scale: float = FBIL_JITTER_SCALE) -> np.ndarray:
+    """FBIL's training box jitter (neck ``bbox jitter``, ``num 1, scale 0.075``): one jittered box replaces each box.
+
+    Draws ``j ~ U(-scale, scale)`` ``(R, 4)`` from ``rng`` (one call, ``rng.uniform(-scale, scale, (R, 4))``)
+    and applies ``apply_box_jitter`` (its clamping quirk: ``x`` only at 0 from below, ``y`` only at 1 from above).
+
+    Args:
+        boxes_normalised: ``(R, 4)`` ``x1, y1, x2, y2`` normalised to the frame, before the flip (FBIL jitters
+            the stored boxes, then flips and pads them).
+        rng: the generator (pass the item's or step's seeded generator; no global state).
+        scale: the jitter range in box sizes (default 0.075).
+
+    Returns:
+        ``(R, 4)`` float64 boxes; ``(0, 4)`` for no boxes.
+    """
+    if not scale >= 0.0:
+        raise StadError(f"jitter scale must be >= 0, got {scale}")
+    boxes = np.asarray(boxes_normalised, dtype=np.float64).reshape(-1, 4)
+    return apply_box_jitter(boxes, rng.uniform(-scale, scale, size=boxes.shape))
 
 
 # --------------------------------------------------------------------------------------------------
