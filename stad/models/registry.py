@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from stad.errors import StadError
+from stad.models.fbil import build_actor_context
 from stad.models.keypoint import build_keypoint
 from stad.models.moc import build_moc
 from stad.models.stado import build_stado
@@ -22,6 +23,8 @@ MODELS: dict[str, Callable[[Any], nn.Module]] = {
     "keypoint": build_keypoint,
     "step": build_step,
     "step_cls": build_step_cls,
+    "fbil": build_actor_context,
+    "acar": build_actor_context,
 }
 
 

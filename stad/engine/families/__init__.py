@@ -14,6 +14,8 @@ FAMILY_OF_MODEL: dict[str, str] = {
     "keypoint": "frame",
     "step": "keyframe",
     "step_cls": "keyframe",
+    "fbil": "keyframe",
+    "acar": "keyframe",
 }
 
 

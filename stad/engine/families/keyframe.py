@@ -41,18 +41,27 @@ from tqdm import tqdm
 from stad.config import Config
 from stad.data.ava import AVARows, LabelMap, read_ava_annotations, read_excluded_timestamps, read_labelmap
 from stad.data.keyframes import (
+    ACAR_NORMALIZATION,
     STEP_NORMALIZATION,
+    AcarClipRule,
     ClipNormalization,
     FrameLayout,
     KeyframeDataset,
     StepClipRule,
     collate_keyframes,
+    collate_keyframes_padded,
     enumerate_keyframes,
     read_keyframe_annotations,
     resolve_layout,
     second_index,
 )
-from stad.data.transforms import Transform, build_step_test_transform, build_step_train_transform
+from stad.data.transforms import (
+    Transform,
+    build_fbil_test_transform,
+    build_fbil_train_transform,
+    build_step_test_transform,
+    build_step_train_transform,
+)
 from stad.engine.families.base import Family, output_dir
 from stad.engine.families.common import (
     STREAM_OPTIONS,
@@ -70,7 +79,7 @@ from stad.structures import KeyframeDetections, KeyframeLabels
 
 FILE_OPTIONS = ("train_csv", "val_csv", "labelmap", "train_excluded", "val_excluded", "proposals_train", "proposals_val",
                 "train_visibility", "val_visibility")
-CLIP_OPTIONS = ("layout", "fps", "timestamp_start", "first_timestamp", "last_timestamp")
+CLIP_OPTIONS = ("layout", "fps", "timestamp_start", "first_timestamp", "last_timestamp", "clip_size", "clip_step")
 AUGMENT_OPTIONS = ("photometric", "crop", "flip", "erase")
 INFER_OPTIONS = ("conf_thresh", "nms_thresh", "top_n", "max_keyframes")
 
@@ -80,22 +89,59 @@ class MethodData:
     """How a keyframe method reads its clips.
 
     Attributes:
-        clip_rule: the frames of a keyframe's clip (e.g. :class:`stad.data.keyframes.StepClipRule`).
+        clip_rule: the frames of a keyframe's clip (e.g. :class:`stad.data.keyframes.StepClipRule`); ACAR's
+            window rule takes ``data.options.clip_size`` / ``clip_step`` (:func:`clip_rule`).
         normalization: the pixel normalisation of the clip.
         train_transform: ``(input_size, **switches) -> Transform``, the training augmentation (``switches``: the
             ``data.options`` keys of :data:`AUGMENT_OPTIONS` that the config sets).
         test_transform: ``(input_size) -> Transform``.
+        collate: the batch collate function (padded batches for methods whose clip sizes vary).
+        fixed_size: every clip is ``data.input_size`` (STEP); False: the transform decides (FBIL: the short side
+            is ``input_size[0]``, the long side follows the video's aspect ratio).
     """
 
     clip_rule: Any
     normalization: ClipNormalization
     train_transform: Callable[..., Transform]
     test_transform: Callable[..., Transform]
+    collate: Callable[..., Any] = collate_keyframes
+    fixed_size: bool = True
+
+
+def _fbil_train(size: tuple[int, ...], *, flip: bool = True, **switches: bool) -> Transform:
+    if switches:
+        raise StadError(f"FBIL / ACAR-Net training augmentation has only 'flip' (data.options), got {sorted(switches)}")
+    return build_fbil_train_transform(int(size[0]), flip=flip)
+
+
+def _fbil_test(size: tuple[int, ...]) -> Transform:
+    return build_fbil_test_transform(int(size[0]))
 
 
 _STEP_DATA = MethodData(StepClipRule(), STEP_NORMALIZATION, build_step_train_transform, build_step_test_transform)
-# model.name -> its data rules (STEP.md §2; FBIL will add its own)
-METHOD_DATA: dict[str, MethodData] = {"step": _STEP_DATA, "step_cls": _STEP_DATA}
+# FBIL.md §2: 32 frames (window 64, every 2nd) around the keyframe, short side 256, flip only, padded batches
+_ACAR_DATA = MethodData(AcarClipRule(), ACAR_NORMALIZATION, _fbil_train, _fbil_test, collate_keyframes_padded, False)
+# model.name -> its data rules (STEP.md §2, FBIL.md §2)
+METHOD_DATA: dict[str, MethodData] = {"step": _STEP_DATA, "step_cls": _STEP_DATA, "fbil": _ACAR_DATA, "acar": _ACAR_DATA}
+
+
+def clip_rule(cfg: Config, rules: MethodData) -> Any:
+    """The method's clip rule; ACAR's window takes ``data.options.clip_size`` (64) and ``clip_step`` (2)."""
+    size, step = cfg.data.options.get("clip_size"), cfg.data.options.get("clip_step")
+    if size is None and step is None:
+        return rules.clip_rule
+    if not isinstance(rules.clip_rule, AcarClipRule):
+        raise StadError(f"data.options.clip_size / clip_step set the ACAR/FBIL clip window; {cfg.model.name} has "
+                        f"{rules.clip_rule!r}")
+    return AcarClipRule(size=int(size or rules.clip_rule.size), step=int(step or rules.clip_rule.step))
+
+
+def _transform(cfg: Config, rules: MethodData, *, train: bool) -> Transform:
+    """The method's training augmentation (``data.augment``; switches from ``data.options``) or test transform."""
+    size = tuple(int(v) for v in cfg.data.input_size)
+    if train and cfg.data.augment:
+        return rules.train_transform(size, **{k: bool(cfg.data.options[k]) for k in AUGMENT_OPTIONS if k in cfg.data.options})
+    return rules.test_transform(size)
 
 
 @dataclass
@@ -253,16 +299,11 @@ def resolve_model_config(cfg: Config, data: KeyframeData) -> Config:
 def _dataset(cfg: Config, data: KeyframeData, keyframes: list[KeyframeLabels], *, train: bool, method: str) -> KeyframeDataset:
     rules = METHOD_DATA[method]
     size = tuple(int(v) for v in cfg.data.input_size)
-    if train and cfg.data.augment:
-        switches = {k: bool(cfg.data.options[k]) for k in AUGMENT_OPTIONS if k in cfg.data.options}
-        transform = rules.train_transform(size, **switches)
-    else:
-        transform = rules.test_transform(size)
     which = "train" if train else ("train" if cfg.eval.subset == "train" else "val")
     return KeyframeDataset(
-        keyframes, data.layout, clip_rule=rules.clip_rule, input_size=size, num_classes=len(data.labelmap),
-        transform=transform, normalization=rules.normalization, seed=cfg.train.seed, foreground_only=train,
-        neighbor_annotations=data.train if which == "train" else data.eval_annotations,
+        keyframes, data.layout, clip_rule=clip_rule(cfg, rules), input_size=size if rules.fixed_size else None,
+        num_classes=len(data.labelmap), transform=_transform(cfg, rules, train=train), normalization=rules.normalization,
+        seed=cfg.train.seed, foreground_only=train, neighbor_annotations=data.train if which == "train" else data.eval_annotations,
         proposals=data.proposals.get(which),
     )
 
@@ -281,7 +322,8 @@ def build_train_loader(cfg: Config, data: KeyframeData, model: torch.nn.Module) 
         if "negative_fraction" in d.options:
             raise StadError("config key 'data.options.negative_fraction' sets the idle keyframes of the training stream; "
                             "it needs data.options.train_stream: true")
-        return train_dataloader(cfg, _dataset(cfg, data, data.train, train=True, method=cfg.model.name), collate_keyframes)
+        rules = METHOD_DATA[cfg.model.name]
+        return train_dataloader(cfg, _dataset(cfg, data, data.train, train=True, method=cfg.model.name), rules.collate)
     from stad.data.synth_stream import KeyframeStreamDataset
 
     if data.proposals.get("train") is not None:
@@ -289,16 +331,13 @@ def build_train_loader(cfg: Config, data: KeyframeData, model: torch.nn.Module) 
                         "data.options.proposals_train or train on the fixed data set")
     rules = METHOD_DATA[cfg.model.name]
     size = tuple(int(v) for v in d.input_size)
-    if d.augment:
-        transform = rules.train_transform(size, **{k: bool(d.options[k]) for k in AUGMENT_OPTIONS if k in d.options})
-    else:
-        transform = rules.test_transform(size)
     dataset = KeyframeStreamDataset(
         stream.config, videos_per_epoch=stream.videos_per_epoch, keyframes_per_video=stream.clips_per_video,
-        labelmap=data.labelmap, clip_rule=rules.clip_rule, input_size=size, transform=transform,
-        normalization=rules.normalization, seed=cfg.train.seed, negative_fraction=negative_fraction(d),
+        labelmap=data.labelmap, clip_rule=clip_rule(cfg, rules), input_size=size if rules.fixed_size else None,
+        transform=_transform(cfg, rules, train=True), normalization=rules.normalization, seed=cfg.train.seed,
+        negative_fraction=negative_fraction(d),
     )
-    return train_dataloader(cfg, dataset, collate_keyframes, shuffle=False)
+    return train_dataloader(cfg, dataset, rules.collate, shuffle=False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -375,7 +414,7 @@ def predict(
     if mine:
         dataset = _dataset(cfg, data, mine, train=False, method=cfg.model.name)
         loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers,
-                            collate_fn=collate_keyframes)
+                            collate_fn=METHOD_DATA[cfg.model.name].collate)
         for batch in tqdm(loader, desc="detect", unit="batch", disable=not progress or rank != 0, leave=False):
             keys = list(zip(batch["video"], [int(t) for t in batch["timestamp"]]))
             clip_batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
@@ -552,6 +591,9 @@ def detect_source(
 
     if cfg.model.name not in METHOD_DATA:
         raise StadError(f"model.name={cfg.model.name!r} is not a keyframe model ({', '.join(sorted(METHOD_DATA))})")
+    if cfg.model.name not in ("step", "step_cls"):
+        raise StadError(f"{cfg.model.name} classifies given person boxes; `stad detect` runs STEP only. Score a data "
+                        "set with person proposals instead: `stad test CONFIG data.options.proposals_val=FILE`")
     frames, source_fps = read_source(source)
     if Path(source).is_dir() and fps is None:
         source_fps = 30.0
