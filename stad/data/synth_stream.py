@@ -207,7 +207,25 @@ def _actors_on(video: SynthVideo, frames: np.ndarray) -> tuple[np.ndarray, np.nd
     )
 
 
-class TubeletStreamDataset(TubeletItems):
+class _StreamIndex:
+    """Item ``i`` of an epoch is clip ``i % clips_per_video`` of stream video ``i // clips_per_video``."""
+
+    stream: StreamVideos
+    videos_per_epoch: int
+
+    def __len__(self) -> int:
+        return self.videos_per_epoch * self.stream.clips_per_video
+
+    def _locate(self, key: Any) -> tuple[int, int, int, int]:
+        """``(epoch, index, video, clip)`` of an item key (an ``(epoch, index)`` pair or an index)."""
+        epoch, index = self._key(key)  # type: ignore[attr-defined]
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} outside the stream's {len(self)} items per epoch")
+        video, clip = divmod(index, self.stream.clips_per_video)
+        return epoch, index, video, clip
+
+
+class TubeletStreamDataset(_StreamIndex, TubeletItems):
     """K-frame training clips of the stream (the items of :class:`stad.data.datasets.TubeletClipDataset`; RGB only).
 
     Args:
@@ -242,14 +260,8 @@ class TubeletStreamDataset(TubeletItems):
         self.stream = StreamVideos(config, seed=seed, clips_per_video=clips_per_video, length=self.K,
                                    negative_fraction=negative_fraction)
 
-    def __len__(self) -> int:
-        return self.videos_per_epoch * self.stream.clips_per_video
-
     def __getitem__(self, key: Any) -> dict[str, Any]:
-        epoch, index = self._key(key)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} outside the stream's {len(self)} items per epoch")
-        video_index, clip = divmod(index, self.stream.clips_per_video)
+        epoch, index, video_index, clip = self._locate(key)
         video, start = self.stream.render(epoch, video_index, clip)
         frames = np.asarray(video.frame_numbers, dtype=np.int64)
         boxes, labels, visibility = _actors_on(video, frames)
@@ -258,7 +270,7 @@ class TubeletStreamDataset(TubeletItems):
                               epoch=epoch, index=index)
 
 
-class FrameStreamDataset(FrameItems):
+class FrameStreamDataset(_StreamIndex, FrameItems):
     """Single training frames (with the frame ``gap`` before) of the stream: the items of
     :class:`stad.data.datasets.FrameDataset`.
 
@@ -291,14 +303,8 @@ class FrameStreamDataset(FrameItems):
         self.stream = StreamVideos(config, seed=seed, clips_per_video=frames_per_video, length=1,
                                    negative_fraction=negative_fraction)
 
-    def __len__(self) -> int:
-        return self.videos_per_epoch * self.stream.clips_per_video
-
     def __getitem__(self, key: Any) -> dict[str, Any]:
-        epoch, index = self._key(key)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} outside the stream's {len(self)} items per epoch")
-        video_index, clip = divmod(index, self.stream.clips_per_video)
+        epoch, index, video_index, clip = self._locate(key)
         item = self.stream.video(epoch, video_index)
         frame = item.starts[clip]
         previous_frame = max(1, frame - self.gap)
@@ -423,7 +429,7 @@ def _builds_clip(rule: ClipRule, index: VideoFrameIndex, second: int) -> bool:
     return True
 
 
-class KeyframeStreamDataset(KeyframeItems):
+class KeyframeStreamDataset(_StreamIndex, KeyframeItems):
     """Keyframe training clips of the stream: the items of :class:`stad.data.keyframes.KeyframeDataset` with
     ``foreground_only=True`` and no proposals, for the AVA layout of the stream videos (module docstring).
 
@@ -471,15 +477,9 @@ class KeyframeStreamDataset(KeyframeItems):
     def labelmap(self) -> LabelMap:
         return self.stream.labelmap
 
-    def __len__(self) -> int:
-        return self.videos_per_epoch * self.stream.clips_per_video
-
     def keyframe(self, key: Any) -> tuple[KeyframeStreamVideo, KeyframeLabels]:
         """The stream video and the keyframe of item ``key`` (an ``(epoch, index)`` pair or an index)."""
-        epoch, index = self._key(key)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} outside the stream's {len(self)} items per epoch")
-        video_index, slot = divmod(index, self.stream.clips_per_video)
+        epoch, _, video_index, slot = self._locate(key)
         video = self.stream.video(epoch, video_index)
         assert isinstance(video, KeyframeStreamVideo)
         return video, video.keyframes[video.starts[slot]]
