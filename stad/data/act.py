@@ -14,7 +14,9 @@ MultiSports evaluation. A pickled dict with keys:
 * optional ``visibility`` (written by stad's synthetic benchmark): video -> label -> list of ``(L,)``
   visible fractions parallel to ``gttubes``.
 
-Old pickles were written by Python 2, so they are read with ``encoding="latin1"``.
+Old pickles were written by Python 2, so they are read with ``encoding="latin1"``, through
+:class:`stad.data.safe_pickle.RestrictedUnpickler` (containers, numbers, strings, numpy arrays: a file
+never runs code).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from stad.data.safe_pickle import RestrictedUnpickler
 from stad.errors import StadError
 from stad.structures import Problem, TubeAnnotations
 
@@ -45,14 +48,17 @@ def load_act(path: str | Path) -> TubeAnnotations:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        StadError: not a pickle, or a key/field has the wrong structure (the message names it).
+        StadError: not a pickle, a global outside the allow-list of :mod:`stad.data.safe_pickle` (the
+            message names it), or a key/field has the wrong structure (the message names it).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ACT ground-truth pickle not found: {path}")
     try:
         with path.open("rb") as f:
-            raw = pickle.load(f, encoding="latin1")
+            raw = RestrictedUnpickler(f, source=str(path), what="ACT ground truth").load()  # latin1
+    except StadError:  # a refused global, named
+        raise
     except Exception as err:  # pickle raises many types (UnpicklingError, EOFError, ValueError ...)
         raise StadError(f"{path}: cannot read as a pickle: {type(err).__name__}: {err}") from err
     return act_from_dict(raw, source=str(path))

@@ -15,7 +15,6 @@ Sources (facts checked in ``shared/realdata/SOURCES.md``):
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from stad.boxes import xywh_to_xyxy
+from stad.data.safe_pickle import RestrictedUnpickler
 from stad.errors import StadError
 from stad.structures import TubeAnnotations
 
@@ -80,7 +80,9 @@ def load_ucf24_pyannot(path: str | Path, *, test_list: list[str] | None = None) 
         raise FileNotFoundError(f"UCF101-24 annotation pickle not found: {path}")
     try:
         with path.open("rb") as f:
-            raw = pickle.load(f, encoding="latin1")
+            raw = RestrictedUnpickler(f, source=str(path), what="UCF101-24 annotations").load()  # latin1
+    except StadError:  # a global outside stad.data.safe_pickle's allow-list, named
+        raise
     except Exception as err:
         raise StadError(f"{path}: cannot read as a pickle: {type(err).__name__}: {err}") from err
     db = raw.get("db", raw) if isinstance(raw, dict) else None  # pyannot_with_class_names.pkl wraps it in "db"

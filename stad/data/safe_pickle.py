@@ -22,6 +22,11 @@ Python 2 names (``__builtin__.set``, ...) are mapped to Python 3 ones as ``pickl
 (``_compat_pickle``), and strings are decoded with ``encoding="latin1"``, which numpy needs to read
 the raw data of Python 2 array pickles. Any other global raises ``StadError`` naming the file and
 the refused global, e.g. ``refused global posix.system``, before it is imported or called.
+
+``safe_torch_load`` is the same rule for ``torch.save`` files: ``torch.load(weights_only=True)``
+(tensors, plain containers and numbers only), with extra classes allow-listed by the caller for one
+file format (e.g. STEP's ``argparse.Namespace``); a refused file raises ``StadError`` naming the
+file and the refused global.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ import collections
 import importlib
 import io
 import pickle
+import re
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterable
 
 from stad.errors import StadError
 
@@ -144,4 +150,53 @@ def safe_load_pickle(path_or_file: str | Path | IO[bytes] | bytes, *, what: str)
             file.close()
 
 
-__all__ = ["RestrictedUnpickler", "allowed_globals", "safe_load_pickle"]
+def torch_load_refusal(err: BaseException) -> str:
+    """The reason in a ``torch.load(weights_only=True)`` error, naming the refused global when there is one.
+
+    torch's ``UnpicklingError`` starts with a generic paragraph; the line that names the global
+    (``... GLOBAL posix.system ...``) is kept, as ``refused global posix.system: <torch's line>``.
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        match = re.search(r"GLOBAL ([\w.]+)", line)
+        if match:
+            return f"refused global {match.group(1)}: {line}"
+    specific = [line for line in lines if not line.startswith("Weights only load failed")]
+    return (specific or lines or [type(err).__name__])[0]
+
+
+def safe_torch_load(
+    path: str | Path, *, what: str, allow: Iterable[Any] = (), map_location: Any = "cpu"
+) -> Any:
+    """``torch.load(path, weights_only=True)``: a file never runs code.
+
+    Args:
+        path: the ``torch.save`` file.
+        what: what the file should be, for messages (e.g. ``"a weights file"``).
+        allow: classes the file format needs beyond tensors and plain values, passed to
+            ``torch.serialization.safe_globals`` for this load only (default none).
+        map_location: passed to ``torch.load`` (default ``"cpu"``).
+
+    Returns:
+        The loaded object.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist or is not a file.
+        StadError: ``"<path>: cannot be read as <what> with torch.load(weights_only=True) (refused global
+            posix.system: ...)"`` for a refused global, or the first line of any other read failure.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path} (expected {what})")
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - UnpicklingError, EOFError, RuntimeError ...: not a readable file
+        raise StadError(
+            f"{path}: cannot be read as {what} with torch.load(weights_only=True) ({torch_load_refusal(err)})"
+        ) from None
+
+
+__all__ = ["RestrictedUnpickler", "allowed_globals", "safe_load_pickle", "safe_torch_load", "torch_load_refusal"]

@@ -33,6 +33,7 @@ from torch import nn
 
 from stad import __version__
 from stad.config import config_to_dict
+from stad.data.safe_pickle import safe_torch_load
 from stad.engine.distributed import unwrap_model
 from stad.errors import StadError
 
@@ -140,16 +141,35 @@ def save_checkpoint(
         "format": CHECKPOINT_FORMAT,
         "stad_version": __version__,
         "model": unwrap_model(model).state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "optimizer": _plain(optimizer.state_dict()) if optimizer is not None else None,
+        "scheduler": _plain(scheduler.state_dict()) if scheduler is not None else None,
+        "scaler": _plain(scaler.state_dict()) if scaler is not None and scaler.is_enabled() else None,
         "epoch": int(epoch),
         "step": int(step),
         "config": config_to_dict(config) if config is not None else None,
-        "rng": rng,
-        "extra": dict(extra or {}),
+        "rng": _plain(rng),
+        "extra": _plain(dict(extra or {})),
     }
     return _atomic_save(checkpoint, path)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays made Python numbers and lists, recursively.
+
+    ``torch.load(weights_only=True)`` refuses numpy objects (``numpy._core.multiarray.scalar``), and a
+    metric in ``extra["history"]`` is easily an ``np.float64``; dicts, lists and tuples are rebuilt as
+    plain ``dict``/``list``/``tuple``, tensors and other values are kept.
+    """
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_plain(item) for item in value]
+        return items if isinstance(value, list) else tuple(items)
+    return value
 
 
 def _atomic_save(obj: Any, path: Path) -> Path:
@@ -170,13 +190,8 @@ def _torch_load(path: Path, map_location: Any) -> Any:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise IsADirectoryError(f"checkpoint path is a folder, not a file: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any parse failure (UnpicklingError, EOFError, IndexError ...)
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise StadError(
-            f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True ({first_line})"
-        ) from None
+    # weights_only=True, nothing allow-listed: save_checkpoint writes tensors and plain values only.
+    return safe_torch_load(path, what="a PyTorch checkpoint", map_location=map_location)
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stad.data.safe_pickle import safe_torch_load
 from stad.errors import StadError
 
 ARCHS = ("resnet_18", "dla_34")
@@ -163,10 +164,12 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]
 
 def read_weights_file(model: nn.Module, path: Path) -> Any:
     """Open a weights file: a stad checkpoint (``{"model": state_dict, ...}``) is loaded strictly into ``model``
-    and None returned; anything else is returned as read, for the caller to recognise."""
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    and None returned; anything else is returned as read, for the caller to recognise.
+
+    The file is read with ``torch.load(weights_only=True)`` and nothing allow-listed: stad checkpoints, MOC
+    releases and CenterNet COCO files hold tensors and plain values only (a file never runs code).
+    """
+    obj = safe_torch_load(path, what="a weights file")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         load_state_dict_strict(model, obj["model"], source=str(path))
         return None
@@ -234,9 +237,7 @@ def load_centernet_coco_weights(model: nn.Module, path: str | Path, *, arch: str
             ``wh_head_conv`` different from the file's head width).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    obj = safe_torch_load(path, what="a CenterNet COCO checkpoint")  # weights_only=True, nothing allow-listed
     sd = obj["state_dict"] if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) else obj
     mapped = map_centernet_coco_state_dict(sd, arch)
     own = model.state_dict()
@@ -271,11 +272,8 @@ def torch_load_step_file(path: str | Path) -> Any:
     ``argparse.Namespace`` of its ``cfg`` entry (never ``weights_only=False``)."""
     import argparse
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    # STEP's train.py saves its parsed options, ``cfg``, as an argparse.Namespace: the one class allowed.
+    return safe_torch_load(path, what="a STEP release file", allow=[argparse.Namespace])
 
 
 def _strip(key: str) -> str:

@@ -224,12 +224,10 @@ def build_actor_context(cfg: Any) -> ActorContextDetector:
     model = ActorContextDetector(backbone, head, num_classes=int(cfg.num_classes), pose_classes=int(opt["pose_classes"]),
                                  jitter=float(opt["jitter"]), score_decimals=opt["score_decimals"])
     if getattr(cfg, "weights", None):  # a stad checkpoint of this model (e.g. the evaluation twin of a config)
+        from stad.data.safe_pickle import safe_torch_load
         from stad.models.checkpoints import load_state_dict_strict
 
-        try:
-            state = torch.load(cfg.weights, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError) as err:
-            raise StadError(f"{cfg.weights}: cannot read the weights ({err})") from None
+        state = safe_torch_load(cfg.weights, what="a stad checkpoint")
         if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
             raise StadError(f"{cfg.weights}: not a stad checkpoint (no 'model' state dict)")
         load_state_dict_strict(model, state["model"], source=str(cfg.weights))

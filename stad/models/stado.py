@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stad.data.safe_pickle import safe_torch_load
 from stad.errors import StadError
 from stad.models.attention import FORMS, MaskGuidedAttention
 from stad.models.checkpoints import load_moc_weights, load_state_dict_strict
@@ -188,9 +189,7 @@ def load_stado_weights(model: STADODetector, path: str | Path, *, arch: str) -> 
         ``(format, keys left at init)``: format ``"stad"`` / ``"moc_release"`` / ``"centernet_coco"`` / ``"imagenet"``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    obj = safe_torch_load(path, what="a weights file")  # weights_only=True: a file never runs code
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and any(k.startswith("attention.") for k in obj["model"]):
         load_state_dict_strict(model, obj["model"], source=str(path))
         return "stad", []

@@ -7,18 +7,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stad.data.safe_pickle import safe_torch_load
 from stad.errors import StadError
 
 
 def read_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``torch.save`` file holding a state dict (or ``{"state_dict": ...}`` / ``{"model": ...}``).
 
-    A ``module.`` prefix (DataParallel/DDP) is stripped from every key.
+    A ``module.`` prefix (DataParallel/DDP) is stripped from every key. The file is read with
+    ``torch.load(weights_only=True)``: a file never runs code.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        StadError: a file that needs anything but tensors and plain values (naming the refused global),
+            or no state dict of tensors in it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    obj = safe_torch_load(path, what="a weights file")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -61,7 +61,6 @@ counters may be absent altogether (files converted from Caffe2); the model then 
 
 from __future__ import annotations
 
-import pickle
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -71,6 +70,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stad.data.safe_pickle import safe_torch_load
 from stad.errors import StadError
 
 with warnings.catch_warnings():
@@ -398,13 +398,7 @@ def _read(state: Mapping[str, Any] | str | Path) -> tuple[Mapping[str, Any], str
     if not isinstance(state, (str, Path)):
         return state, None
     path = Path(state)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise StadError(f"{path}: refused to read: not a plain tensor file ({first_line})") from None
+    obj = safe_torch_load(path, what="SlowFast weights")
     if not isinstance(obj, Mapping):
         raise StadError(f"{path}: expected a state dict, got {type(obj).__name__}")
     return obj, str(path)
