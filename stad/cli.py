@@ -59,9 +59,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; ``key=value`` config overrides may come anywhere after the config, also after options
+    (``stad test CONFIG --checkpoint CKPT eval.subset=train``), and keep their order."""
+    parser = get_args_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        overrides = [token for token in extra if "=" in token and not token.startswith("-")]
+        if overrides != extra or not hasattr(args, "overrides"):
+            prog = f"stad {args.command}" if getattr(args, "command", None) else "stad"
+            sys.stderr.write(f"{prog}: error: unrecognized arguments: {' '.join(extra)} (see '{prog} --help')\n")
+            raise SystemExit(2)
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(argv)
     if args.command is None:
         parser.print_help()
         return 0

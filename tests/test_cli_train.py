@@ -105,3 +105,24 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):
     assert "missing.pt" in capsys.readouterr().err
     assert main(["detect", str(tmp_path / "none.mp4"), "--checkpoint", str(run / "last.pt")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_the_options():
+    """`stad test CONFIG --checkpoint CKPT key=value` (issue 14): overrides anywhere after the config, in order."""
+    from stad.cli import parse_command_line
+
+    args = parse_command_line(["test", "c.yaml", "a.b=1", "--checkpoint", "k.pt", "eval.subset=train", "c.d=2"])
+    assert args.overrides == ["a.b=1", "eval.subset=train", "c.d=2"] and args.checkpoint == "k.pt"
+    args = parse_command_line(["train", "c.yaml", "--resume", "r.pt", "train.epochs=2"])
+    assert args.overrides == ["train.epochs=2"] and args.resume == "r.pt"
+
+
+def test_unknown_arguments_are_errors_naming_the_command(capsys):
+    from stad.cli import parse_command_line
+
+    for argv in (["test", "c.yaml", "--checkpoint", "k.pt", "--bogus"], ["validate", "d", "x=1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_command_line(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"stad {argv[0]}: error: unrecognized arguments" in err
