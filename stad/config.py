@@ -37,6 +37,7 @@ from typing import Any, Literal
 import yaml
 
 from stad.errors import StadError
+from stad.textio import read_text
 
 __all__ = [
     "Config",
@@ -462,7 +463,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        values = yaml.safe_load(read_text(path, what="a YAML config"))
     except yaml.YAMLError as err:
         raise StadError(f"{path}: not valid YAML ({err})") from None
     if values is None:

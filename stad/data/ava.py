@@ -37,6 +37,7 @@ from stad.data.frames import ava_frame_path
 from stad.data.safe_pickle import safe_load_pickle
 from stad.errors import StadError
 from stad.structures import KeyframeLabels, Problem
+from stad.textio import read_text
 
 AVA_FPS = 30
 
@@ -378,7 +379,7 @@ def read_labelmap(path: str | Path) -> LabelMap:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label map not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, what="an AVA label map")
     labelmap = _parse_pbtxt(text, path) if "{" in text else _parse_id_name_txt(text, path)
     if not labelmap.ids:
         raise StadError(f"{path}: label map has no classes")
@@ -449,7 +450,7 @@ def read_excluded_timestamps(path: str | Path) -> set[tuple[str, int]]:
     if not path.is_file():
         raise FileNotFoundError(f"excluded timestamps file not found: {path}")
     excluded: set[tuple[str, int]] = set()
-    reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8")))
+    reader = csv.reader(io.StringIO(read_text(path, what="an AVA CSV")))
     for row in reader:
         if not row:
             continue
@@ -470,7 +471,7 @@ def read_actor_visibility(path: str | Path) -> dict[tuple[str, int, int], float]
     if not path.is_file():
         raise FileNotFoundError(f"visibility file not found: {path}")
     out: dict[tuple[str, int, int], float] = {}
-    reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8")))
+    reader = csv.reader(io.StringIO(read_text(path, what="an AVA CSV")))
     for row in reader:
         if not row:
             continue

@@ -25,6 +25,7 @@ from stad.boxes import xywh_to_xyxy
 from stad.data.safe_pickle import RestrictedUnpickler
 from stad.errors import StadError
 from stad.structures import TubeAnnotations
+from stad.textio import read_text
 
 UCF24_RESOLUTION = (240, 320)  # (height, width) of every UCF101 video
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v")
@@ -49,7 +50,7 @@ def read_video_list(path: str | Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"video list not found: {path}")
     names = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path, what="a video list").splitlines():
         name = line.strip().split(" ")[0] if line.strip() else ""
         if not name:
             continue

@@ -29,6 +29,7 @@ import numpy as np
 
 from stad.errors import StadError
 from stad.structures import TubeAnnotations
+from stad.textio import read_text
 
 
 @dataclass
@@ -60,7 +61,7 @@ def load_custom(path: str | Path) -> CustomDataset:
     if not path.is_file():
         raise FileNotFoundError(f"custom data set file not found: {path}")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(read_text(path, what="a stad custom-format JSON file"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise StadError(f"{path}: not valid JSON: {err}") from err
     dataset = custom_from_json(obj, source=str(path))

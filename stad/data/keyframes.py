@@ -87,6 +87,7 @@ from stad.data.safe_pickle import safe_load_pickle
 from stad.data.transforms import ClipSample, Transform, boxes_from_original
 from stad.errors import StadError
 from stad.structures import KeyframeLabels
+from stad.textio import read_text
 
 LAYOUT_NAMES = ("ava", "step", "acar")
 _DIGITS = re.compile(r"\d+")
@@ -852,7 +853,7 @@ def read_proposals_csv(path: str | Path) -> dict[tuple[str, int], np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"proposals CSV not found: {path}")
     grouped: dict[tuple[str, int], list[list[float]]] = {}
-    reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8")))
+    reader = csv.reader(io.StringIO(read_text(path, what="a proposals CSV")))
     for row in reader:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue

@@ -33,6 +33,7 @@ import numpy as np
 
 from stad.errors import StadError
 from stad.structures import FrameDetections, TubeAnnotations, Tube
+from stad.textio import read_text
 
 CSV_HEADER = "video,frame,label,score,x1,y1,x2,y2"
 _NUMERIC = 7  # numeric columns after the video name
@@ -77,7 +78,7 @@ def read_frame_detections(path: str | Path, gt: TubeAnnotations | None = None) -
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"frame detections file not found: {path}")
-    text = path.read_text()
+    text = read_text(path, what="a detections CSV")
     lines = text.splitlines()
     if not lines or lines[0].strip().replace(" ", "") != CSV_HEADER:
         got = lines[0][:80] if lines else "<empty file>"
@@ -222,7 +223,7 @@ def read_tubes(path: str | Path, gt: TubeAnnotations | None = None) -> dict[str,
     if not path.is_file():
         raise FileNotFoundError(f"tubes file not found: {path}")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_text(path, what="a tubes JSON file"))
     except json.JSONDecodeError as err:
         raise StadError(f"{path}: not valid JSON: {err}") from err
     return tubes_from_json(raw, gt=gt, source=str(path))
